@@ -1,0 +1,47 @@
+# Quick start: `make demo` (the whole local pipeline), `make test` (set-up and tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cdpipe-installed
+
+.PHONY: setup demo test unit e2e lint bench down clean
+
+setup: $(STAMP)
+
+# System packages first (scripts/bootstrap uses apt-get), then the virtual environment.
+$(STAMP): requirements.txt requirements-dev.txt app/requirements.txt pyproject.toml scripts/bootstrap
+	scripts/bootstrap
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: setup
+	scripts/bootstrap
+	$(BIN)/cdpipe up
+
+test: setup
+	scripts/bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+e2e: setup
+	$(BIN)/pytest tests/e2e
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint --profile production playbooks/ roles/
+
+bench: setup
+	$(BIN)/python -m bench
+
+down: setup
+	$(BIN)/cdpipe down
+
+clean: down
+	rm -rf $(VENV)

@@ -1,0 +1,43 @@
+"""The deployed web service: a Flask application factory served by gunicorn.
+
+Configuration comes, in order, from defaults, the environment (``APP_*`` variables set
+by the ``app`` role), the release's ``REVISION`` file, then ``test_config``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from app import flags, metrics, views
+
+RELEASE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_revision() -> str:
+    """The commit this release was checked out at (written by the deploy), else 'dev'."""
+    try:
+        return (RELEASE_ROOT / "REVISION").read_text(encoding="utf-8").strip() or "dev"
+    except OSError:
+        return "dev"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(
+        APP_VERSION=os.environ.get("APP_VERSION") or _read_revision(),
+        APP_INSTANCE_ID=os.environ.get("APP_INSTANCE_ID", "dev-1"),
+        APP_ROLE=os.environ.get("APP_ROLE", "prod"),
+        APP_REDIS_URL=os.environ.get("APP_REDIS_URL", ""),
+        APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.25")),
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    flags.init_app(app)
+    metrics.init_app(app)
+    app.register_blueprint(views.bp)
+    return app

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the app on ``GET /metrics``.
+
+Requests by route and status, a latency histogram by route, and (from
+prometheus-client's process collector) ``process_cpu_seconds_total`` and
+``process_resident_memory_bytes`` of the serving process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import ProcessCollector, generate_latest
+
+EXTENSION = "cdpipe_metrics"
+
+
+class AppMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.requests = Counter(
+            "app_requests_total", "HTTP requests served, by route and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "app_request_duration_seconds", "Time to serve a request, by route.",
+            ["route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+
+def init_app(app: Flask) -> None:
+    m = AppMetrics()
+    app.extensions[EXTENSION] = m
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.cdpipe_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        m.requests.labels(route=route, status=str(response.status_code)).inc()
+        started = g.get("cdpipe_started")
+        if started is not None:
+            m.latency.labels(route=route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(m.registry), mimetype=CONTENT_TYPE_LATEST)

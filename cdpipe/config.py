@@ -1,0 +1,65 @@
+"""Settings of the control plane, from ``CDPIPE_*`` environment variables.
+
+Defaults give the local environment of this checkout: state under ``.cdpipe/``,
+ports from 18000 on 127.0.0.1, and this repository as the source of releases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdpipe import PROJECT_ROOT
+
+ProviderName = Literal["local", "aws"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDPIPE_", extra="ignore")
+
+    home: Path = Field(default=PROJECT_ROOT / ".cdpipe",
+                       description="state, secrets, logs and local sandboxes")
+    provider: ProviderName = "local"
+    port_base: int = Field(default=18000, ge=1024, le=64000,
+                           description="first local port; each instance takes a block of 10")
+    app_repo: str = Field(default=str(PROJECT_ROOT),
+                          description="git repository the releases are cloned from")
+    canary_weight: int = Field(default=33, ge=0, le=100,
+                               description="the canary's share of requests, percent")
+    keep_releases: int = Field(default=5, ge=1)
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def inventory_file(self) -> Path:
+        return self.home / "inventory.yml"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.home / "instances"
+
+
+def load() -> Settings:
+    from pydantic import ValidationError
+
+    from cdpipe.errors import CdpipeError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CDPIPE_" + str(first["loc"][0]).upper() if first["loc"] else "CDPIPE_*"
+        raise CdpipeError(f"bad setting {name}: {first['msg']}; fix or unset it") from None

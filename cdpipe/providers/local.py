@@ -1,0 +1,153 @@
+"""Local provider: an instance is a sandbox directory plus its own ports on 127.0.0.1.
+
+Sandboxes live under ``<home>/instances/<id>/``; each runs its own supervisord (see
+``cdpipe.sandbox``). Instance ``n`` of the environment owns the port block
+``port_base + 10 * n`` .. ``+ 9``; the named ports of its role come first in that block.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from cdpipe.config import Settings
+from cdpipe.errors import CdpipeError
+from cdpipe.model import ROLE_PORTS, ROLES, Instance, Role
+from cdpipe.providers.base import Provider
+from cdpipe.sandbox import Sandbox, bin_path
+from cdpipe.state import State
+
+HOST = "127.0.0.1"
+REQUIRED_BINARIES = {
+    "redis-server": "redis-server",
+    "haproxy": "haproxy",
+    "git": "git",
+}
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def preflight(self) -> None:
+        for binary, package in REQUIRED_BINARIES.items():
+            if shutil.which(binary) is None:
+                raise CdpipeError(
+                    f"{binary} not found on PATH; install it with scripts/bootstrap "
+                    f"(apt-get install {package})"
+                )
+
+    def sandbox(self, instance: Instance) -> Sandbox:
+        assert instance.directory is not None
+        return Sandbox(instance.id, Path(instance.directory))
+
+    def _plan(self, state: State, role: Role, slot: int) -> Instance:
+        number = 1 + max(
+            (int(i.id.rsplit("-", 1)[1]) for i in state.of_role(role)), default=0
+        )
+        instance_id = f"{role}-{number}"
+        first = self.settings.port_base + 10 * slot
+        ports = {name: first + k for k, name in enumerate(ROLE_PORTS[role])}
+        return Instance(
+            id=instance_id, role=role, host=HOST, ports=ports, provider=self.name,
+            directory=str(self.settings.instances_dir / instance_id),
+        )
+
+    def ensure(self, state: State, wanted: dict[Role, int],
+               autoscaled: bool = False) -> list[Instance]:
+        self.preflight()
+        planned: list[Instance] = []
+        slot = state.next_slot
+        scratch = state.model_copy(deep=True)
+        for role in ROLES:
+            while len(scratch.of_role(role)) < wanted.get(role, 0):
+                instance = self._plan(scratch, role, slot)
+                instance.autoscaled = autoscaled
+                scratch.instances.append(instance)
+                planned.append(instance)
+                slot += 1
+        # Check every port before creating anything: nothing half-created.
+        for instance in planned:
+            for name, port in instance.ports.items():
+                if port_in_use(port):
+                    raise CdpipeError(
+                        f"port {port} ({instance.id} {name}) is already in use on {HOST}; "
+                        "stop what holds it or pick other ports with CDPIPE_PORT_BASE=<port>"
+                    )
+        # Existing sandboxes whose supervisor is gone (a reboot) are started again.
+        for instance in state.instances:
+            self.sandbox(instance).start()
+        created: list[Instance] = []
+        try:
+            for instance in planned:
+                box = self.sandbox(instance)
+                box.create()
+                box.start()
+                created.append(instance)
+        except Exception:
+            for instance in created:
+                self._remove(instance)
+            raise
+        state.instances.extend(planned)
+        state.next_slot = slot
+        state.provider = self.name
+        return planned
+
+    def _remove(self, instance: Instance) -> None:
+        box = self.sandbox(instance)
+        box.stop()
+        shutil.rmtree(box.dir, ignore_errors=True)
+
+    def terminate(self, state: State, instance: Instance) -> None:
+        self._remove(instance)
+        state.instances = [i for i in state.instances if i.id != instance.id]
+        for role, _commit in list(state.deployed.items()):
+            if not any(i.role == role for i in state.instances):
+                state.deployed.pop(role, None)
+
+    def inventory_vars(self) -> dict[str, Any]:
+        return {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "cdpipe_provider": self.name,
+            "cdpipe_install_packages": False,
+            "cdpipe_bind_address": HOST,
+            "cdpipe_secrets_dir": str(self.settings.secrets_dir),
+            "service_supervisorctl": bin_path("supervisorctl"),
+            "service_supervisor_config": "{{ cdpipe_instance_dir }}/supervisord.conf",
+            "service_include_dir": "{{ cdpipe_instance_dir }}/supervisor.d",
+            "app_repo": self.settings.app_repo,
+            "app_python": str(Path(sys.base_prefix) / "bin" / "python3"),
+            "app_keep_releases": self.settings.keep_releases,
+            "proxy_canary_weight": self.settings.canary_weight,
+        }
+
+    def host_vars(self, instance: Instance) -> dict[str, Any]:
+        hv: dict[str, Any] = {
+            "cdpipe_instance_id": instance.id,
+            "cdpipe_instance_dir": instance.directory,
+            "cdpipe_address": instance.host,
+        }
+        if instance.role == "proxy":
+            hv |= {"proxy_frontend_port": instance.ports["http"],
+                   "proxy_stats_port": instance.ports["stats"]}
+        elif instance.role == "redis":
+            hv |= {"redis_port": instance.ports["redis"]}
+        else:
+            hv |= {"app_port": instance.ports["http"], "app_check_port": instance.ports["check"]}
+        return hv

@@ -1,0 +1,136 @@
+"""A local sandbox's own process supervisor: one supervisord per instance.
+
+The supervisord daemonizes, so the processes it runs outlive the command that started
+them, and restarts any of them that dies. Ansible adds programs through its include
+directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from cdpipe.errors import CdpipeError
+
+CONF = """\
+; written by cdpipe's local provider: the "machine" of instance {id}
+[unix_http_server]
+file={dir}/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile={dir}/logs/supervisord.log
+logfile_maxbytes=5MB
+logfile_backups=2
+pidfile={dir}/supervisord.pid
+childlogdir={dir}/logs
+directory={dir}
+identifier=cdpipe-{id}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{dir}/supervisor.sock
+
+[include]
+files = {dir}/supervisor.d/*.conf
+"""
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+class Sandbox:
+    def __init__(self, instance_id: str, directory: Path) -> None:
+        self.id = instance_id
+        self.dir = directory
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "supervisord.conf"
+
+    def create(self) -> None:
+        for sub in ("logs", "supervisor.d"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        self.conf.write_text(CONF.format(id=self.id, dir=self.dir), encoding="utf-8")
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "supervisord.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or "supervisord" not in " ".join(
+                proc.cmdline()
+            ):
+                return None
+        except psutil.Error:
+            return None
+        return pid
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            return
+        out = subprocess.run(
+            [bin_path("supervisord"), "-c", str(self.conf)],
+            capture_output=True, text=True, check=False,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.pid() is not None and (self.dir / "supervisor.sock").exists():
+                return
+            time.sleep(0.05)
+        raise CdpipeError(
+            f"the supervisor of {self.id} did not start ({out.stderr.strip() or out.stdout.strip()});"
+            f" see {self.dir}/logs/supervisord.log"
+        )
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the supervisor and everything it runs, then anything left in the sandbox."""
+        pid = self.pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                psutil.Process(pid).wait(timeout)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+            except psutil.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+        self.kill_leftovers()
+
+    def processes(self) -> list[psutil.Process]:
+        """Processes that belong to this sandbox: started in it or naming it."""
+        mine = []
+        marker = str(self.dir)
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            if proc.pid == os.getpid():
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            cwd = proc.info["cwd"] or ""
+            if marker + "/" in cmd + "/" or cwd == marker or cwd.startswith(marker + "/"):
+                mine.append(proc)
+        return mine
+
+    def kill_leftovers(self) -> None:
+        procs = self.processes()
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
