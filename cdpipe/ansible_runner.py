@@ -20,7 +20,7 @@ from pathlib import Path
 from cdpipe import PROJECT_ROOT
 from cdpipe.errors import CdpipeError
 
-TASK_RE = re.compile(r"^TASK \[(?P<name>.*)\] \**$")
+TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
 RESULT_RE = re.compile(
     r"^(?P<status>ok|changed|skipping|fatal|failed|unreachable|rescued): "
     r"\[(?P<host>[^\]]+)\](?:: [A-Z!]+ => (?P<detail>.*))?"
@@ -50,8 +50,11 @@ def _message(detail: str | None) -> str:
         data = json.loads(detail)
     except json.JSONDecodeError:
         return detail.strip()[:300]
-    msg = data.get("msg") or data.get("stderr") or data.get("module_stderr") or detail
-    return " ".join(str(msg).split())[:300]
+    msg = str(data.get("msg") or "")
+    output = data.get("stderr") or data.get("module_stderr") or data.get("stdout") or ""
+    if output and (not msg or msg == "non-zero return code" or "MODULE FAILURE" in msg):
+        msg = f"{msg}: {output}" if msg else str(output)
+    return " ".join((msg or detail).split())[:400]
 
 
 class OutputParser:
@@ -61,7 +64,7 @@ class OutputParser:
         self.show = show
         self.task = ""
         self.result = PlaybookResult()
-        self._pending_fatal: tuple[str, str, str] | None = None
+        self._shown: set[tuple[str, str]] = set()
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
@@ -76,7 +79,9 @@ class OutputParser:
             status, host = m["status"], m["host"]
             if status in ("fatal", "failed", "unreachable"):
                 self.result.failures.append((host, self.task, _message(m["detail"])))
-            if status != "skipping":
+            # Loops report once per item: show a host's first line for each task only.
+            if status != "skipping" and (host, self.task) not in self._shown:
+                self._shown.add((host, self.task))
                 self.show(f"  {host:<12} {status:<9} {self.task}")
             return
         if m := RECAP_RE.match(line):

@@ -17,7 +17,7 @@ from cdpipe.state import load as load_state
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -31,7 +31,7 @@ ProviderOpt = Annotated[ProviderChoice | None,
 
 
 def _show(line: str) -> None:
-    console.print(line, markup=False)
+    console.print(line, markup=False, soft_wrap=True)
 
 
 def _env(provider: ProviderChoice | None) -> Environment:

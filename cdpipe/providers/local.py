@@ -131,6 +131,7 @@ class LocalProvider(Provider):
             "service_supervisorctl": bin_path("supervisorctl"),
             "service_supervisor_config": "{{ cdpipe_instance_dir }}/supervisord.conf",
             "service_include_dir": "{{ cdpipe_instance_dir }}/supervisor.d",
+            "service_log_dir": "{{ cdpipe_instance_dir }}/logs",
             "app_repo": self.settings.app_repo,
             "app_python": str(Path(sys.base_prefix) / "bin" / "python3"),
             "app_keep_releases": self.settings.keep_releases,
