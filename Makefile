@@ -25,6 +25,7 @@ demo: setup
 test: setup
 	scripts/bootstrap
 	$(BIN)/ruff check .
+	$(BIN)/ansible-lint --nocolor playbooks/ roles/
 	$(BIN)/pytest
 
 unit: setup
@@ -35,7 +36,7 @@ e2e: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ansible-lint --profile production playbooks/ roles/
+	$(BIN)/ansible-lint playbooks/ roles/
 
 bench: setup
 	$(BIN)/python -m bench

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -21,7 +21,7 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
-class ProviderChoice(str, Enum):
+class ProviderChoice(StrEnum):
     local = "local"
     aws = "aws"
 

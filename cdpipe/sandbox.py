@@ -7,6 +7,7 @@ directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -90,9 +91,10 @@ class Sandbox:
             if self.pid() is not None and (self.dir / "supervisor.sock").exists():
                 return
             time.sleep(0.05)
+        why = out.stderr.strip() or out.stdout.strip() or "no output"
         raise CdpipeError(
-            f"the supervisor of {self.id} did not start ({out.stderr.strip() or out.stdout.strip()});"
-            f" see {self.dir}/logs/supervisord.log"
+            f"the supervisor of {self.id} did not start ({why}); "
+            f"see {self.dir}/logs/supervisord.log"
         )
 
     def stop(self, timeout: float = 30) -> None:
@@ -124,13 +126,9 @@ class Sandbox:
     def kill_leftovers(self) -> None:
         procs = self.processes()
         for proc in procs:
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.terminate()
-            except psutil.Error:
-                pass
         _, alive = psutil.wait_procs(procs, timeout=5)
         for proc in alive:
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
-            except psutil.Error:
-                pass

@@ -1,0 +1,66 @@
+"""One local environment shared by the end-to-end tests of a session.
+
+It deploys from a scratch repository (a copy of this project's app) with commits the
+tests make: ``old`` and ``new`` (serving after `up`), and ``broken`` (its app fails to
+start). The environment is torn down with `cdpipe down` at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
+
+CDPIPE = str(Path(sys.executable).parent / "cdpipe")
+
+
+@dataclass
+class LocalEnv:
+    home: Path
+    repo: Path
+    port_base: int
+    env: dict[str, str]
+    old: str
+    new: str
+    broken: str
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port_base}"
+
+    def url(self, slot: int) -> str:
+        return f"http://127.0.0.1:{self.port_base + 10 * slot}"
+
+    def cdpipe(self, *args: str, check: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([CDPIPE, *args], env=self.env, capture_output=True, text=True,
+                             timeout=timeout, check=False)
+        if check and out.returncode != 0:
+            raise AssertionError(f"cdpipe {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out
+
+
+@pytest.fixture(scope="session")
+def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
+    root = tmp_path_factory.mktemp("e2e")
+    repo = make_scratch_repo(root / "repo")
+    old = git(repo, "rev-parse", "HEAD")
+    new = commit_change(repo, "NOTES.txt", "a newer commit\n", "newer")
+    git(repo, "checkout", "-q", "-b", "broken")
+    broken = commit_change(repo, "app/views.py", "raise RuntimeError('broken release')\n",
+                           "a release whose app cannot start")
+    git(repo, "checkout", "-q", "main")
+    port_base = free_port_block()
+    env = cdpipe_env(root / "home", port_base, repo)
+    local = LocalEnv(root / "home", repo, port_base, env, old, new, broken)
+    try:
+        local.cdpipe("up", "--ref", new)
+        yield local
+    finally:
+        local.cdpipe("down", check=False)

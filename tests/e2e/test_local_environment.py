@@ -1,0 +1,156 @@
+"""End to end on the real local stack: up, route, converge, deploy, heal, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from cdpipe.providers.local import port_in_use
+from tests.e2e.conftest import LocalEnv
+
+pytestmark = pytest.mark.e2e
+
+
+def status(env: LocalEnv) -> dict:  # type: ignore[type-arg]
+    return json.loads(env.cdpipe("status", "--json").stdout)
+
+
+def versions(env: LocalEnv) -> dict[str, str]:
+    return {i["id"]: i["version"] for i in status(env)["instances"] if i["version"]}
+
+
+def test_status_reports_the_contract_keys(local_env: LocalEnv) -> None:
+    report = status(local_env)
+    assert report["provider"] == "local"
+    assert report["proxy"]["url"] == local_env.proxy_url
+    assert report["redis"]["url"].startswith("redis://:")  # carries its password
+    roles = sorted(i["role"] for i in report["instances"])
+    assert roles == ["canary", "prod", "proxy", "redis"]
+    assert all(i["healthy"] for i in report["instances"])
+    assert report["canary"] == {"weight": 33, "alert": False}
+    assert report["flags"] == {}
+    assert "maildir" in report["mail"]
+
+
+def test_proxy_splits_two_thirds_prod_one_third_canary(local_env: LocalEnv) -> None:
+    seen: Counter[str] = Counter()
+    with requests.Session() as session:
+        for _ in range(300):
+            session.cookies.clear()  # each request is a new user
+            resp = session.get(local_env.proxy_url + "/", timeout=5)
+            assert resp.status_code == 200
+            body = resp.json()
+            assert body["version"] == local_env.new
+            seen[body["role"]] += 1
+    assert abs(seen["prod"] / 300 - 2 / 3) <= 0.05, seen
+    assert abs(seen["canary"] / 300 - 1 / 3) <= 0.05, seen
+
+
+def test_hiddenfeature_follows_redis_flag(local_env: LocalEnv) -> None:
+    report = status(local_env)
+    import redis
+
+    client = redis.Redis.from_url(report["redis"]["url"])
+    assert requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code == 404
+    client.set("flag:hiddenfeature", "on")
+    try:
+        codes = {requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code
+                 for _ in range(6)}
+        assert codes == {200}
+    finally:
+        client.delete("flag:hiddenfeature")
+    # Redis refuses clients without the password.
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=local_env.port_base + 10).get("flag:hiddenfeature")
+
+
+def test_second_site_run_changes_nothing(local_env: LocalEnv) -> None:
+    env = dict(local_env.env, ANSIBLE_CONFIG=str(Path.cwd() / "ansible.cfg"))
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+         str(local_env.home / "inventory.yml"), "playbooks/site.yml"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    recap = [line for line in out.stdout.splitlines() if " : ok=" in line]
+    assert len(recap) == 4, out.stdout[-2000:]
+    assert all("changed=0 " in line and "failed=0 " in line for line in recap), recap
+
+
+def test_deploy_older_commit_to_canary_only(local_env: LocalEnv) -> None:
+    local_env.cdpipe("deploy", "--ref", local_env.old, "--target", "canary")
+    got = versions(local_env)
+    assert got == {"prod-1": local_env.new, "canary-1": local_env.old}
+
+
+def test_deploy_of_missing_commit_fails_and_old_release_serves(local_env: LocalEnv) -> None:
+    before = versions(local_env)
+    out = local_env.cdpipe("deploy", "--ref", "f" * 40, "--target", "canary", check=False)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "does not resolve to a commit" in out.stderr
+    assert versions(local_env) == before
+
+
+def test_broken_release_is_rolled_back(local_env: LocalEnv) -> None:
+    before = versions(local_env)
+    out = local_env.cdpipe("deploy", "--ref", local_env.broken, "--target", "canary",
+                           check=False)
+    assert out.returncode == 1
+    assert "failed at 'Wait for the new release to answer /healthz.'" in out.stderr
+    assert "the previous release keeps serving" in out.stderr
+    assert versions(local_env) == before
+    releases = local_env.home / "instances" / "canary-1" / "app" / "releases"
+    assert not (releases / local_env.broken).exists()
+    assert json.loads(
+        (local_env.home / "state.json").read_text())["deployed"]["canary"] == before["canary-1"]
+
+
+def test_killed_gunicorn_comes_back(local_env: LocalEnv) -> None:
+    sock = local_env.home / "instances" / "prod-1" / "supervisord.conf"
+    ctl = [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(sock)]
+    pid = int(subprocess.run([*ctl, "pid", "app"], capture_output=True, text=True,
+                             check=True).stdout.strip())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            resp = requests.get(local_env.url(2) + "/healthz", timeout=1)
+            new_pid = subprocess.run([*ctl, "pid", "app"], capture_output=True, text=True,
+                                     check=False).stdout.strip()
+            if resp.status_code == 200 and new_pid.isdigit() and int(new_pid) != pid:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    pytest.fail("prod's gunicorn did not come back within 30 s")
+
+
+def test_up_again_converges_without_changes(local_env: LocalEnv) -> None:
+    # prod runs `new`; canary runs `old` by now: put both on `new`, then once more.
+    local_env.cdpipe("up", "--ref", local_env.new)
+    out = local_env.cdpipe("up", "--ref", local_env.new)
+    assert "site.yml: 0 changed" in out.stdout
+    assert "nothing created" in out.stdout
+
+
+def test_zz_down_leaves_nothing_running(local_env: LocalEnv) -> None:
+    home = str(local_env.home)
+    local_env.cdpipe("down")
+    leftovers = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        if home in text:
+            leftovers.append(proc.info)
+    assert leftovers == []
+    assert not any(port_in_use(p) for p in range(local_env.port_base, local_env.port_base + 40))
+    assert status(local_env)["instances"] == []
