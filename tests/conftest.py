@@ -1,9 +1,7 @@
-"""Shared fixtures: a scratch git repository to deploy from, free ports, real servers."""
+"""Shared fixtures: real servers on loopback ports, stopped after each test."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -12,49 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe import PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                         text=True)
-    return out.stdout.strip()
-
-
-def make_scratch_repo(dest: Path) -> Path:
-    """A copy of the project's committed tree as a new repository with one commit."""
-    dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "HEAD"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    # Tests run on the working tree: deploy the app as it is now, not as last committed.
-    shutil.rmtree(dest / "app")
-    shutil.copytree(PROJECT_ROOT / "app", dest / "app",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    git_init(dest)
-    return dest
-
-
-def git_init(repo: Path) -> None:
-    env_args = ["-c", "user.name=cdpipe tests", "-c", "user.email=tests@cdpipe.invalid"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), *env_args, "commit", "-qm", "scratch"],
-                   check=True)
-
-
-def commit_change(repo: Path, path: str, text: str, message: str) -> str:
-    (repo / path).write_text(text, encoding="utf-8")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=cdpipe tests", "-c", "user.email=tests@cdpipe.invalid",
-        "commit", "-qm", message)
-    return git(repo, "rev-parse", "HEAD")
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -76,21 +32,3 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[int, str]]:
     yield port, password
     proc.terminate()
     proc.wait(10)
-
-
-def cdpipe_env(home: Path, port_base: int, repo: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(CDPIPE_HOME=str(home), CDPIPE_PORT_BASE=str(port_base))
-    if repo is not None:
-        env["CDPIPE_APP_REPO"] = str(repo)
-    return env
-
-
-def free_port_block(size: int = 100, start: int = 20000) -> int:
-    """The first port p >= start, in steps of ``size``, with p .. p+size-1 all free."""
-    from cdpipe.providers.local import port_in_use
-
-    for base in range(start, 60000, size):
-        if not any(port_in_use(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free block of loopback ports")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
+from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

@@ -16,7 +16,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe.inventory import build
 from cdpipe.providers.local import LocalProvider
 from cdpipe.state import State
-from tests.conftest import cdpipe_env, commit_change, free_port, git, git_init
+from tests.support import cdpipe_env, commit_change, free_port, git, git_init
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

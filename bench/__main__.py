@@ -1,0 +1,36 @@
+"""Runs every benchmark against one throw-away local environment and prints figures."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from bench import deploy_times, proxy_overhead
+from bench.scratch_env import bench_env
+
+
+def main() -> None:
+    print(f"cdpipe benchmarks, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
+          f"{__import__('os').cpu_count()} cores")
+    with bench_env() as env:
+        print("\n## Deploy times (wall clock)")
+        print(f"| {'step':<58} | seconds | goal |")
+        print(f"|{'-' * 60}|---------|------|")
+        for what, took, goal in deploy_times.run(env):
+            verdict = "ok" if took <= goal else "MISSED"
+            print(f"| {what:<58} | {took:7.1f} | <{goal} s {verdict} |")
+
+        print("\n## Requests to / (wrk, 12 connections, median of 5 alternated rounds of 5 s)")
+        rows = proxy_overhead.run(env)
+        base_rps, base_p99 = rows[1][1], rows[1][2]
+        print(f"| {'target':<16} | req/s | range of rounds | p99 ms | req/s vs minimal "
+              "| p99 vs minimal |")
+        print(f"|{'-' * 18}|-------|-----------------|--------|------------------"
+              "|----------------|")
+        for name, rps, p99, low, high in rows:
+            print(f"| {name:<16} | {rps:5.0f} | {low:6.0f} - {high:6.0f} | {p99:6.2f} "
+                  f"| {rps / base_rps:16.3f} | {p99 / base_p99:14.3f} |")
+
+
+if __name__ == "__main__":
+    main()
