@@ -11,7 +11,7 @@ import logging
 import redis
 from flask import Flask, current_app
 
-from app.flagvalues import FlagValue, InvalidFlagValue, parse
+from cdpipe.flagvalues import FlagValue, InvalidFlagValue, parse
 
 log = logging.getLogger(__name__)
 EXTENSION = "cdpipe_flags"

@@ -136,6 +136,8 @@ class LocalProvider(Provider):
             "app_python": str(Path(sys.base_prefix) / "bin" / "python3"),
             "app_keep_releases": self.settings.keep_releases,
             "proxy_canary_weight": self.settings.canary_weight,
+            "proxy_controller_python": sys.executable,
+            "proxy_controller_build_venv": False,
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
@@ -146,7 +148,8 @@ class LocalProvider(Provider):
         }
         if instance.role == "proxy":
             hv |= {"proxy_frontend_port": instance.ports["http"],
-                   "proxy_stats_port": instance.ports["stats"]}
+                   "proxy_stats_port": instance.ports["stats"],
+                   "proxy_dir": f"{instance.directory}/haproxy"}
         elif instance.role == "redis":
             hv |= {"redis_port": instance.ports["redis"]}
         else:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-ON_WORDS = frozenset({"on", "true", "1", "yes"})
-OFF_WORDS = frozenset({"off", "false", "0", "no"})
+from cdpipe.contract import OFF_WORDS, ON_WORDS
 
 
 class InvalidFlagValue(ValueError):
