@@ -6,6 +6,7 @@ by the ``app`` role), the release's ``REVISION`` file, then ``test_config``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         APP_INSTANCE_ID=os.environ.get("APP_INSTANCE_ID", "dev-1"),
         APP_ROLE=os.environ.get("APP_ROLE", "prod"),
         APP_REDIS_URL=os.environ.get("APP_REDIS_URL", ""),
-        APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.25")),
+        APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.5")),
+        APP_FLAGS_RESYNC_SECONDS=float(os.environ.get("APP_FLAGS_RESYNC_SECONDS", "5")),
     )
     if test_config:
         app.config.from_mapping(test_config)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
     flags.init_app(app)
     metrics.init_app(app)

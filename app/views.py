@@ -1,13 +1,33 @@
-"""The service's routes: identity, health and the flag-gated hidden feature."""
+"""The service's routes: identity, health and the flag-gated features."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import uuid
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app import flags
 
 bp = Blueprint("main", __name__)
+USER_COOKIE = "cdpipe_uid"
+
+
+def user_id() -> str:
+    """Who the user is, for percentage rollouts: X-User-Id, else our cookie (set once)."""
+    uid = request.headers.get("X-User-Id") or request.cookies.get(USER_COOKIE)
+    if not uid:
+        uid = g.new_user_id = uuid.uuid4().hex
+    return uid
+
+
+@bp.after_app_request
+def remember_user(response: Response) -> Response:
+    new_id = g.get("new_user_id")
+    if new_id:
+        response.set_cookie(USER_COOKIE, new_id, max_age=365 * 24 * 3600, httponly=True,
+                            samesite="Lax")
+    return response
 
 
 @bp.get("/")
@@ -20,12 +40,22 @@ def index() -> ResponseReturnValue:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
+    # Healthy while the process serves: a Redis outage is reported, not a failure.
     return jsonify(status="ok", version=current_app.config["APP_VERSION"],
-                   redis="up" if flags.store().ping() else "down")
+                   **flags.store().health())
 
 
 @bp.get("/hiddenfeature")
 def hiddenfeature() -> ResponseReturnValue:
-    if not flags.store().enabled("hiddenfeature"):
+    if not flags.store().enabled("hiddenfeature", user_id()):
         return jsonify(error="not found"), 404
     return jsonify(feature="hidden", instance=current_app.config["APP_INSTANCE_ID"])
+
+
+@bp.get("/greeting")
+def greeting() -> ResponseReturnValue:
+    """A percentage rollout: ``flag:new-greeting`` at N% gives N% of users the new text."""
+    uid = user_id()
+    if flags.store().enabled("new-greeting", uid):
+        return jsonify(greeting="Welcome back! Here is what is new.", variant="new", user=uid)
+    return jsonify(greeting="Hello.", variant="classic", user=uid)

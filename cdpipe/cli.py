@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdpipe import config, status
+from cdpipe import config, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
@@ -100,6 +100,99 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     console.print(f"canary weight {canary['weight']}%   alert {'on' if canary['alert'] else 'off'}")
     flags = ", ".join(f"{k}={v}" for k, v in report["flags"].items()) or "none"
     console.print(f"flags: {flags}", markup=False)
+
+
+flag_app = typer.Typer(help="Feature flags (Redis keys flag:<name>).", no_args_is_help=True)
+canary_app = typer.Typer(help="The canary: status, kill switch, promote, rollback.",
+                         no_args_is_help=True)
+app.add_typer(flag_app, name="flag")
+app.add_typer(canary_app, name="canary")
+
+
+def _redis() -> runtime_control.redis.Redis:
+    settings = config.load()
+    return runtime_control.client(settings, load_state(settings.state_file))
+
+
+@flag_app.command("set")
+def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%")]) -> None:
+    """Set a flag: on, off or N% of users."""
+    stored = runtime_control.set_flag(_redis(), name, value)
+    console.print(f"flag:{name} = {stored}", markup=False)
+
+
+@flag_app.command("list")
+def flag_list() -> None:
+    """List every flag and its value."""
+    flags = runtime_control.list_flags(_redis())
+    if not flags:
+        console.print("no flags set (every flag is off)")
+    for name, value in flags.items():
+        console.print(f"{name}\t{value}", markup=False)
+
+
+@canary_app.command("status")
+def canary_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Weight, alert, versions, and requests and 5xx counts of canary and prod."""
+    settings = config.load()
+    state = load_state(settings.state_file)
+    weight, alert = runtime_control.canary_settings(runtime_control.client(settings, state))
+    report = status.collect(settings, state)
+    stats = runtime_control.backend_stats(settings, state)
+    servers = []
+    for inst in report["instances"]:
+        if inst["role"] in ("prod", "canary"):
+            servers.append(inst | stats.get(inst["id"], {}))
+    out = {"weight": weight, "alert": alert, "servers": servers}
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    console.print(f"canary weight {weight}%   alert {'[red]on[/]' if alert else 'off'}")
+    table = Table("id", "role", "version", "status", "requests", "5xx")
+    for srv in servers:
+        table.add_row(srv["id"], srv["role"], (srv["version"] or "-")[:12],
+                      str(srv.get("status", "-")), str(srv.get("requests", "-")),
+                      str(srv.get("5xx", "-")))
+    console.print(table)
+
+
+@canary_app.command("alert")
+def canary_alert() -> None:
+    """Raise the canary alert: the canary gets no new request, at once."""
+    runtime_control.set_alert(_redis(), True)
+    console.print("canary:alert = on (the canary receives no traffic)")
+
+
+@canary_app.command("clear")
+def canary_clear() -> None:
+    """Clear the canary alert: the canary gets its share again."""
+    runtime_control.set_alert(_redis(), False)
+    console.print("canary:alert = off")
+
+
+@canary_app.command("promote")
+def canary_promote() -> None:
+    """Deploy the canary's commit to every prod server, one at a time, each drained first."""
+    env = _env(None)
+    _, alert = runtime_control.canary_settings(
+        runtime_control.client(env.settings, env.state))
+    if alert:
+        raise CdpipeError("the canary alert is on: its release failed judgement; "
+                          "fix it or run `cdpipe canary rollback`")
+    commit = env.state.deployed.get("canary")
+    if not commit:
+        raise CdpipeError("no canary release is known; run `cdpipe up` first")
+    env.deploy(commit, "prod")
+
+
+@canary_app.command("rollback")
+def canary_rollback() -> None:
+    """Redeploy prod's commit to the canary."""
+    env = _env(None)
+    commit = env.state.deployed.get("prod")
+    if not commit:
+        raise CdpipeError("no prod release is known; run `cdpipe up` first")
+    env.deploy(commit, "canary")
 
 
 @app.command()

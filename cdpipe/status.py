@@ -10,10 +10,15 @@ import requests
 
 from cdpipe import secrets
 from cdpipe.config import Settings
+from cdpipe.contract import (
+    CANARY_ALERT,
+    CANARY_WEIGHT,
+    DEFAULT_CANARY_WEIGHT,
+    read_alert,
+    read_weight,
+)
 from cdpipe.model import Instance
 from cdpipe.state import State
-
-DEFAULT_CANARY_WEIGHT = 33
 
 
 def redis_url(settings: Settings, state: State, with_password: bool = True) -> str | None:
@@ -52,12 +57,8 @@ def _runtime(url: str | None) -> dict[str, Any]:
         return out
     try:
         client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True)
-        weight = client.get("canary:weight")
-        alert = client.get("canary:alert")
-        if weight is not None and weight.strip().isdigit():
-            out["canary"]["weight"] = int(weight)
-        if alert is not None:
-            out["canary"]["alert"] = alert.strip().lower() in ("on", "true", "1", "yes")
+        weight, alert = client.mget([CANARY_WEIGHT, CANARY_ALERT])
+        out["canary"] = {"weight": read_weight(weight), "alert": read_alert(alert)}
         for key in sorted(client.scan_iter(match="flag:*", count=500)):
             out["flags"][key.split(":", 1)[1]] = client.get(key)
     except redis.RedisError as exc:

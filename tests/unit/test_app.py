@@ -21,6 +21,7 @@ def test_healthz_answers_even_without_redis() -> None:
     resp = client().get("/healthz")
     assert resp.status_code == 200
     assert resp.get_json()["redis"] == "down"
+    assert resp.get_json()["flags"] == "last known values"
 
 
 def test_hiddenfeature_is_404_without_flag_store() -> None:
