@@ -128,7 +128,7 @@ def flag_list() -> None:
     if not flags:
         console.print("no flags set (every flag is off)")
     for name, value in flags.items():
-        console.print(f"{name}\t{value}", markup=False)
+        print(f"{name}\t{value}")  # tab-separated, for scripts
 
 
 @canary_app.command("status")

@@ -29,10 +29,11 @@ def make_scratch_repo(dest: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "HEAD"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    # Tests run on the working tree: deploy the app as it is now, not as last committed.
-    shutil.rmtree(dest / "app")
-    shutil.copytree(PROJECT_ROOT / "app", dest / "app",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    # Tests run on the working tree: deploy the code as it is now, not as last committed.
+    for package in ("app", "cdpipe"):
+        shutil.rmtree(dest / package)
+        shutil.copytree(PROJECT_ROOT / package, dest / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     git_init(dest)
     return dest
 

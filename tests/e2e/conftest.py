@@ -7,6 +7,7 @@ start). The environment is torn down with `cdpipe down` at the end, whatever hap
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
@@ -29,6 +31,18 @@ class LocalEnv:
     old: str
     new: str
     broken: str
+
+    def redis(self) -> redis.Redis:
+        status = json.loads(self.cdpipe("status", "--json").stdout)
+        return redis.Redis.from_url(status["redis"]["url"], decode_responses=True)
+
+    def supervisorctl(self, instance: str, *args: str) -> str:
+        conf = self.home / "instances" / instance / "supervisord.conf"
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args],
+            capture_output=True, text=True, check=False, timeout=60,
+        )
+        return out.stdout.strip()
 
     @property
     def proxy_url(self) -> str:

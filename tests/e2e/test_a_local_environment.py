@@ -11,11 +11,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from cdpipe.providers.local import port_in_use
 from tests.e2e.conftest import LocalEnv
 
 pytestmark = pytest.mark.e2e
@@ -141,16 +139,3 @@ def test_up_again_converges_without_changes(local_env: LocalEnv) -> None:
     out = local_env.cdpipe("up", "--ref", local_env.new)
     assert "site.yml: 0 changed" in out.stdout
     assert "nothing created" in out.stdout
-
-
-def test_zz_down_leaves_nothing_running(local_env: LocalEnv) -> None:
-    home = str(local_env.home)
-    local_env.cdpipe("down")
-    leftovers = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-        if home in text:
-            leftovers.append(proc.info)
-    assert leftovers == []
-    assert not any(port_in_use(p) for p in range(local_env.port_base, local_env.port_base + 40))
-    assert status(local_env)["instances"] == []

@@ -1,0 +1,26 @@
+"""Last of the end-to-end tests: `cdpipe down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from cdpipe.providers.local import port_in_use
+from tests.e2e.conftest import LocalEnv
+
+pytestmark = pytest.mark.e2e
+
+
+def test_zz_down_leaves_nothing_running(local_env: LocalEnv) -> None:
+    home = str(local_env.home)
+    local_env.cdpipe("down")
+    leftovers = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        if home in text:
+            leftovers.append(proc.info)
+    assert leftovers == []
+    assert not any(port_in_use(p) for p in range(local_env.port_base, local_env.port_base + 40))
+    assert json.loads(local_env.cdpipe("status", "--json").stdout)["instances"] == []

@@ -1,0 +1,121 @@
+"""The controller's rendering and membership rules, with a fake HAProxy runtime."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cdpipe.haproxy_runtime import ServerState
+from cdpipe.proxy_controller import (
+    Controller,
+    ControllerConfig,
+    Desired,
+    Server,
+    parse_servers,
+    render,
+)
+
+BASE = """\
+global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 1s
+    timeout server 1s
+frontend www
+    bind 127.0.0.1:65001
+    default_backend app
+backend app
+    balance roundrobin
+    cookie S insert indirect nocache
+"""
+
+
+def desired(**servers: str) -> Desired:
+    d = Desired()
+    for name, addr in servers.items():
+        d.servers[name] = Server(name, addr, "canary" if name.startswith("canary") else "prod")
+    return d
+
+
+def test_render_round_trips_and_is_valid_haproxy(tmp_path: Path) -> None:
+    want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
+    text = render(BASE, want.servers, want)
+    assert parse_servers(text) == want.servers
+    assert "server prod-1 127.0.0.1:9001 weight 256 cookie prod-1  #role=prod" in text
+    assert "server canary-1 127.0.0.1:9002 weight 126 cookie canary-1  #role=canary" in text
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(text)
+    check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_alert_and_draining_servers_are_rendered_disabled() -> None:
+    want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
+    want.canary_alert = True
+    members = dict(want.servers) | {"prod-2": Server("prod-2", "127.0.0.1:9003", "prod")}
+    text = render(BASE, members, want)
+    assert "cookie canary-1 disabled" in text
+    assert "cookie prod-2 disabled" in text  # removed from Redis: draining
+    assert "cookie prod-1  #" in text
+
+
+class FakeRuntime:
+    def __init__(self, states: dict[str, ServerState]) -> None:
+        self.states = states
+        self.commands: list[str] = []
+
+    def servers(self, backend: str) -> dict[str, ServerState]:
+        return self.states
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        self.commands.append(f"state {server} {state}")
+
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        self.commands.append(f"weight {server} {weight}")
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Controller:
+    cfg = ControllerConfig(redis_url="redis://127.0.0.1:1/0", base_file=str(tmp_path / "b"),
+                           config_file=str(tmp_path / "c"), socket=str(tmp_path / "s"),
+                           reload_command="true", drain_timeout_seconds=5)
+    return Controller(cfg)
+
+
+def state(name: str, weight: int, maint: bool = False) -> ServerState:
+    return ServerState(name, "127.0.0.1", 1, 2, 1 if maint else 0, weight)
+
+
+def test_runtime_kill_switch_and_weights(controller: Controller) -> None:
+    fake = FakeRuntime({"prod-1": state("prod-1", 256), "canary-1": state("canary-1", 126)})
+    controller.runtime = fake  # type: ignore[assignment]
+    want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
+    want.canary_alert = True
+    controller.apply_runtime(want, want.servers)
+    assert fake.commands == ["state canary-1 maint"]
+    fake.commands.clear()
+    fake.states["canary-1"] = state("canary-1", 126, maint=True)
+    want.canary_alert = False
+    want.canary_weight = 50
+    controller.apply_runtime(want, want.servers)
+    assert fake.commands == ["weight canary-1 256", "state canary-1 ready"]
+
+
+def test_new_server_joins_only_when_healthy(controller: Controller) -> None:
+    want = desired(**{"prod-1": "127.0.0.1:9001", "prod-2": "127.0.0.1:9003"})
+    configured = {"prod-1": want.servers["prod-1"]}
+    controller.healthy = lambda server: False  # type: ignore[method-assign]
+    assert set(controller.plan_membership(want, configured, {})) == {"prod-1"}
+    controller.healthy = lambda server: True  # type: ignore[method-assign]
+    assert set(controller.plan_membership(want, configured, {})) == {"prod-1", "prod-2"}
+
+
+def test_removed_server_stays_until_drained(controller: Controller) -> None:
+    want = desired(**{"prod-1": "127.0.0.1:9001"})
+    configured = dict(want.servers) | {"prod-2": Server("prod-2", "127.0.0.1:9003", "prod")}
+    assert "prod-2" in controller.plan_membership(want, configured, {"prod-2": 3})
+    assert "prod-2" not in controller.plan_membership(want, configured, {"prod-2": 0})
