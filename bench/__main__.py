@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 
-from bench import deploy_times, proxy_overhead
+from bench import deploy_times, proxy_overhead, runtime_control
 from bench.scratch_env import bench_env
 
 
@@ -30,6 +30,8 @@ def main() -> None:
         for name, rps, p99, low, high in rows:
             print(f"| {name:<16} | {rps:5.0f} | {low:6.0f} - {high:6.0f} | {p99:6.2f} "
                   f"| {rps / base_rps:16.3f} | {p99 / base_p99:14.3f} |")
+
+        runtime_control.report(env)
 
 
 if __name__ == "__main__":
