@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         APP_REDIS_URL=os.environ.get("APP_REDIS_URL", ""),
         APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.5")),
         APP_FLAGS_RESYNC_SECONDS=float(os.environ.get("APP_FLAGS_RESYNC_SECONDS", "5")),
+        APP_METRICS_SCOPE=os.environ.get("APP_METRICS_SCOPE", "tree"),
     )
     if test_config:
         app.config.from_mapping(test_config)

@@ -1,8 +1,10 @@
 """Prometheus metrics of the app on ``GET /metrics``.
 
-Requests by route and status, a latency histogram by route, and (from
-prometheus-client's process collector) ``process_cpu_seconds_total`` and
-``process_resident_memory_bytes`` of the serving process.
+Requests by route and status, a latency histogram by route, (from prometheus-client's
+process collector) ``process_cpu_seconds_total`` and ``process_resident_memory_bytes``
+of the serving process, and ``instance_cpu_percent`` / ``instance_memory_percent``
+of the instance (``APP_METRICS_SCOPE``: ``tree``, the gunicorn process tree, in a
+local sandbox; ``host``, the whole machine, on a real one), which the monitor polls.
 """
 
 from __future__ import annotations
@@ -18,14 +20,35 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cdpipe.resource_usage import ResourceUsage, default_root
 
 EXTENSION = "cdpipe_metrics"
 
 
+class InstanceUsageCollector(Collector):
+    """CPU and memory of the instance as a percentage of the machine."""
+
+    def __init__(self, usage: ResourceUsage) -> None:
+        self.usage = usage
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        cpu, memory = self.usage.read()
+        yield GaugeMetricFamily("instance_cpu_percent",
+                                f"CPU used by the instance ({self.usage.scope}), % of the machine",
+                                value=cpu)
+        yield GaugeMetricFamily("instance_memory_percent",
+                                f"Memory used by the instance ({self.usage.scope}), "
+                                "% of the machine", value=memory)
+
+
 class AppMetrics:
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "tree") -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        self.registry.register(InstanceUsageCollector(ResourceUsage(scope, default_root())))
         self.requests = Counter(
             "app_requests_total", "HTTP requests served, by route and status.",
             ["route", "status"], registry=self.registry,
@@ -38,7 +61,7 @@ class AppMetrics:
 
 
 def init_app(app: Flask) -> None:
-    m = AppMetrics()
+    m = AppMetrics(app.config["APP_METRICS_SCOPE"])
     app.extensions[EXTENSION] = m
 
     @app.before_request

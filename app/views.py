@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -59,3 +60,17 @@ def greeting() -> ResponseReturnValue:
     if flags.store().enabled("new-greeting", uid):
         return jsonify(greeting="Welcome back! Here is what is new.", variant="new", user=uid)
     return jsonify(greeting="Hello.", variant="classic", user=uid)
+
+
+@bp.get("/burn")
+def burn() -> ResponseReturnValue:
+    """Burns CPU for ``ms`` milliseconds (default 200, at most 2000): a load test of
+    monitoring and autoscaling, behind ``flag:cpuburn`` (off unless set)."""
+    if not flags.store().enabled("cpuburn", user_id()):
+        return jsonify(error="not found"), 404
+    ms = min(2000, max(1, request.args.get("ms", 200, type=int)))
+    deadline = time.perf_counter() + ms / 1000
+    spins = 0
+    while time.perf_counter() < deadline:
+        spins += 1
+    return jsonify(burned_ms=ms, spins=spins, instance=current_app.config["APP_INSTANCE_ID"])

@@ -1,0 +1,1 @@
+"""The monitor: polls every instance, alerts by email, autoscales prod, judges the canary."""

@@ -1,0 +1,85 @@
+"""Alert states, like Prometheus: inactive -> pending -> firing -> resolved.
+
+An alert fires once its condition held for the rule's ``for`` polls in a row; a mail
+goes out when it fires, a reminder only after the repeat interval, and one mail when it
+resolves. States live in Redis (``monitor:alerts``), so a restarted monitor neither
+sends again nor forgets what is firing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+
+from monitoring.mailer import OUTBOX, message
+
+ALERTS = "monitor:alerts"
+
+
+@dataclass
+class AlertState:
+    state: str  # pending | firing
+    count: int
+    since: float
+    last_sent: float
+    summary: str
+
+
+class AlertBook:
+    def __init__(self, r: redis.Redis, repeat_interval: float) -> None:
+        self.r = r
+        self.repeat_interval = repeat_interval
+
+    def load(self) -> dict[str, AlertState]:
+        return {k: AlertState(**json.loads(v)) for k, v in self.r.hgetall(ALERTS).items()}
+
+    def observe(self, key: str, breached: bool, for_polls: int, summary: str,
+                now: float | None = None) -> str | None:
+        """Records one poll's verdict; returns the transition: firing, reminder,
+        resolved, or None."""
+        now = time.time() if now is None else now
+        raw = self.r.hget(ALERTS, key)
+        current = AlertState(**json.loads(raw)) if raw else None
+        if not breached:
+            if current is None:
+                return None
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(ALERTS, key)
+            transition = None
+            if current.state == "firing":
+                transition = "resolved"
+                pipe.rpush(OUTBOX, message(f"[cdpipe] RESOLVED {key}",
+                                           f"Resolved: {key}\nWas: {current.summary}\n"
+                                           f"Firing since {time.ctime(current.since)}.\n"))
+            pipe.execute()
+            return transition
+        if current is None:
+            current = AlertState("pending", 0, now, 0.0, summary)
+        current.count += 1
+        current.summary = summary
+        transition = None
+        if current.state == "pending" and current.count >= for_polls:
+            current.state, current.since, current.last_sent = "firing", now, now
+            transition = "firing"
+        elif current.state == "firing" and now - current.last_sent >= self.repeat_interval:
+            current.last_sent = now
+            transition = "reminder"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(ALERTS, key, json.dumps(asdict(current)))
+        if transition == "firing":
+            pipe.rpush(OUTBOX, message(f"[cdpipe] FIRING {key}", f"Firing: {summary}\n"))
+        elif transition == "reminder":
+            pipe.rpush(OUTBOX, message(f"[cdpipe] STILL FIRING {key}",
+                                       f"Still firing since {time.ctime(current.since)}: "
+                                       f"{summary}\n"))
+        pipe.execute()
+        return transition
+
+    def forget_missing(self, live_keys: set[str], prefix: str) -> None:
+        """Alerts under ``prefix`` whose subject is gone (a removed instance) resolve."""
+        for key in list(self.load()):
+            if key.startswith(prefix) and key not in live_keys:
+                self.observe(key, False, 1, "")

@@ -1,0 +1,72 @@
+"""Scaling decisions for prod: out when the average stays above the rule's upper
+threshold for its polls, in when it stays below its lower one; a cooldown after each
+action (kept in Redis across restarts). The action itself is the ``cdpipe scale``
+command, which provisions, deploys and registers (or drains and removes)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+
+import redis
+
+from monitoring.config import Rule, Scaling
+
+log = logging.getLogger("monitor.scale")
+LAST_ACTION = "monitor:scale:last"
+NOTHING_TO_DO = 3  # exit code of `cdpipe scale` at its limits
+
+
+@dataclass
+class Decision:
+    direction: str  # out | in
+    reason: str
+
+
+class Autoscaler:
+    def __init__(self, cfg: Scaling, r: redis.Redis) -> None:
+        self.cfg = cfg
+        self.r = r
+        self.above: dict[str, int] = {}
+        self.below: dict[str, int] = {}
+
+    def cooling_down(self, now: float | None = None) -> float:
+        """Seconds of cooldown left."""
+        last = self.r.get(LAST_ACTION)
+        now = time.time() if now is None else now
+        return max(0.0, float(last) + self.cfg.cooldown_seconds - now) if last else 0.0
+
+    def observe(self, rule: Rule, average: float | None) -> Decision | None:
+        if average is None:
+            self.above[rule.name] = self.below[rule.name] = 0
+            return None
+        self.above[rule.name] = self.above.get(rule.name, 0) + 1 if average > rule.upper else 0
+        low = rule.lower is not None and average < rule.lower
+        self.below[rule.name] = self.below.get(rule.name, 0) + 1 if low else 0
+        if self.cooling_down() > 0:
+            return None
+        if self.above[rule.name] >= rule.for_polls:
+            return Decision("out", f"prod {rule.metric} average {average:.1f} above "
+                                   f"{rule.upper} for {self.above[rule.name]} polls")
+        if self.below[rule.name] >= rule.for_polls:
+            return Decision("in", f"prod {rule.metric} average {average:.1f} below "
+                                  f"{rule.lower} for {self.below[rule.name]} polls")
+        return None
+
+    def act(self, decision: Decision) -> tuple[bool, str]:
+        """Runs the scale command; (acted, its last line of output)."""
+        cmd = [*self.cfg.command, decision.direction, "--max", str(self.cfg.max_count)]
+        log.info("scaling %s: %s", decision.direction, decision.reason)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+        line = (out.stdout.strip().splitlines() or [""])[-1]
+        if out.returncode == NOTHING_TO_DO:
+            return False, line
+        self.r.set(LAST_ACTION, str(time.time()))
+        self.above.clear()
+        self.below.clear()
+        if out.returncode != 0:
+            err = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            return True, f"scale {decision.direction} FAILED: {err}"
+        return True, line

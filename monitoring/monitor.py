@@ -1,0 +1,159 @@
+"""The monitor daemon: polls every instance, alerts by email, scales prod, judges the
+canary. Usage: ``python -m monitoring.monitor CONFIG.yml [--rules RULES.yml]
+[--interval SECONDS] [--once]``.
+
+Each cycle polls all targets at once (static ones from the configuration, app servers
+discovered in ``servers:<role>``), then evaluates the rules, the built-in
+``instance-down`` alert of every target, the canary judgement and the autoscaler, then
+delivers queued mail. A scale action runs in the background: polling goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from statistics import mean
+
+import redis
+
+from cdpipe.contract import CANARY_ALERT, read_alert
+from monitoring import config as config_mod
+from monitoring.alerts import AlertBook
+from monitoring.autoscaler import Autoscaler, Decision
+from monitoring.canary_judge import Judge
+from monitoring.config import METRIC_SERIES, MonitorConfig
+from monitoring.mailer import OUTBOX, deliver_due, message
+from monitoring.scrape import Sample, poll
+
+log = logging.getLogger("monitor")
+
+
+class Monitor:
+    def __init__(self, cfg: MonitorConfig) -> None:
+        self.cfg = cfg
+        self.r = redis.Redis.from_url(cfg.redis_url, decode_responses=True, socket_timeout=5,
+                                      socket_connect_timeout=5)
+        self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
+        self.scaler = Autoscaler(cfg.scaling, self.r)
+        self.judge = Judge(cfg.canary)
+        self.scaling: asyncio.Task[None] | None = None
+        self.cycles = 0
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
+        for role in self.cfg.discover_roles:
+            for instance_id, address in self.r.hgetall(f"servers:{role}").items():
+                found[instance_id] = (instance_id, role, f"http://{address}/metrics")
+        return list(found.values())
+
+    async def cycle(self) -> list[Sample]:
+        targets = self.targets()
+        started = time.monotonic()
+        samples = await poll(targets, self.cfg.timeout_seconds)
+        self.cycles += 1
+        log.info("poll %d: %d targets in %.2fs, %d down", self.cycles, len(samples),
+                 time.monotonic() - started, sum(not s.ok for s in samples))
+        self.evaluate(samples)
+        return samples
+
+    def evaluate(self, samples: list[Sample]) -> None:
+        live = set()
+        for s in samples:
+            key = f"instance-down/{s.target_id}"
+            live.add(key)
+            self.alerts.observe(key, not s.ok, self.cfg.down_after_polls,
+                                f"{s.target_id} ({s.role}) does not answer /metrics: {s.error}")
+        self.alerts.forget_missing(live, "instance-down/")
+        for rule in self.cfg.rules:
+            series = METRIC_SERIES[rule.metric]
+            values = {s.target_id: s.gauges[series] for s in samples
+                      if s.ok and s.role == rule.role and series in s.gauges}
+            if rule.aggregate == "each":
+                for target_id, value in values.items():
+                    self.alerts.observe(
+                        f"{rule.name}/{target_id}", value > rule.upper, rule.for_polls,
+                        f"{target_id} {rule.metric} {value:.1f} > {rule.upper}")
+                continue
+            average = mean(values.values()) if values else None
+            self.alerts.observe(
+                rule.name, average is not None and average > rule.upper, rule.for_polls,
+                f"{rule.role} {rule.metric} average {average or 0:.1f} > {rule.upper} "
+                f"over {len(values)} instance(s)")
+            if rule.scale:
+                decision = self.scaler.observe(rule, average)
+                if decision and (self.scaling is None or self.scaling.done()):
+                    self.scaling = asyncio.get_running_loop().create_task(
+                        self.scale(decision))
+        if self.cfg.canary.enabled:
+            self.judge_canary(samples)
+
+    def judge_canary(self, samples: list[Sample]) -> None:
+        verdict = self.judge.observe(samples)
+        if not verdict.decided:
+            log.debug("canary: %s", verdict.reason)
+            return
+        if verdict.failed and not read_alert(self.r.get(CANARY_ALERT)):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.set(CANARY_ALERT, "on")
+            pipe.rpush(OUTBOX, message("[cdpipe] CANARY ALERT: canary taken out of traffic",
+                                       f"The monitor set canary:alert on: {verdict.reason}.\n"
+                                       "Investigate, then `cdpipe canary rollback` or "
+                                       "`cdpipe canary clear`.\n"))
+            pipe.execute()
+            self.judge.reset()
+            log.warning("canary alert raised: %s", verdict.reason)
+
+    async def scale(self, decision: Decision) -> None:
+        acted, line = await asyncio.to_thread(self.scaler.act, decision)
+        if acted:
+            self.r.rpush(OUTBOX, message(f"[cdpipe] SCALE {decision.direction.upper()}: {line}",
+                                         f"{line}\nWhy: {decision.reason}\n"))
+        else:
+            log.info("scale %s: nothing to do (%s)", decision.direction, line)
+
+    async def run(self, once: bool = False) -> None:
+        log.info("monitor: every %.0fs, %d rules, SMTP %s:%d", self.cfg.interval_seconds,
+                 len(self.cfg.rules), self.cfg.smtp.host, self.cfg.smtp.port)
+        while True:
+            started = time.monotonic()
+            try:
+                await self.cycle()
+                await asyncio.to_thread(deliver_due, self.r, self.cfg.smtp)
+            except redis.RedisError as exc:
+                log.warning("Redis unreachable (%s); retrying next cycle", exc)
+            if once:
+                if self.scaling is not None:
+                    await self.scaling
+                return
+            # Deliver retries between polls too, so a long interval does not delay mail.
+            while time.monotonic() - started < self.cfg.interval_seconds:
+                await asyncio.sleep(min(1.0, self.cfg.interval_seconds))
+                if time.monotonic() - started < self.cfg.interval_seconds:
+                    with contextlib.suppress(redis.RedisError):
+                        await asyncio.to_thread(deliver_due, self.r, self.cfg.smtp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("--rules", help="rules YAML (default: the rules in CONFIG)")
+    parser.add_argument("--interval", type=float, help="seconds between polls (>= 1)")
+    parser.add_argument("--once", action="store_true", help="one cycle, then exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = config_mod.load(args.config, args.rules, args.interval)
+    except config_mod.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(Monitor(cfg).run(once=args.once))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Concurrent polling of ``/metrics`` endpoints, and the few series the monitor reads.
+
+One slow or dead endpoint costs at most the timeout and never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+WANTED = ("instance_", "app_requests_total", "app_request_duration_seconds_bucket")
+
+
+@dataclass
+class Sample:
+    """One endpoint's answer: gauges by name, and labelled counters."""
+
+    target_id: str
+    role: str
+    ok: bool
+    error: str = ""
+    seconds: float = 0.0
+    gauges: dict[str, float] = field(default_factory=dict)
+    series: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+
+def parse(text: str, sample: Sample) -> None:
+    for line in text.splitlines():
+        if not line.startswith(WANTED):
+            continue
+        m = LINE.match(line)
+        if not m:
+            continue
+        name, labels, raw = m.group(1), m.group(2), m.group(3)
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if labels:
+            sample.series.append((name, dict(LABEL.findall(labels)), value))
+        else:
+            sample.gauges[name] = value
+
+
+async def _one(session: aiohttp.ClientSession, target_id: str, role: str, url: str,
+               timeout: float) -> Sample:
+    started = time.monotonic()
+    sample = Sample(target_id, role, ok=False)
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                sample.error = f"HTTP {resp.status}"
+            else:
+                parse(await resp.text(), sample)
+                sample.ok = True
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        sample.error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+    sample.seconds = time.monotonic() - started
+    return sample
+
+
+async def poll(targets: list[tuple[str, str, str]], timeout: float,
+               concurrency: int = 256) -> list[Sample]:
+    """Polls (id, role, url) targets at once; a sample per target, in order."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return list(await asyncio.gather(
+            *(_one(session, tid, role, url, timeout) for tid, role, url in targets)))
