@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,10 +49,24 @@ def provision(provider: ProviderOpt = None) -> None:
 def up(
     ref: Annotated[str, typer.Option(help="commit, branch or tag to deploy")] = "HEAD",
     provider: ProviderOpt = None,
+    monitor_interval: Annotated[float | None, typer.Option(
+        min=1, help="seconds between the monitor's polls (default 90)")] = None,
+    scale_cooldown: Annotated[float | None, typer.Option(
+        min=0, help="seconds between two scale actions (default 300)")] = None,
+    monitor_rules: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, resolve_path=True,
+        help="YAML file of alert and scaling rules")] = None,
 ) -> None:
     """Provision, configure with Ansible, and deploy REF to prod and canary."""
+    options: dict[str, str | float | int] = {}
+    if monitor_interval is not None:
+        options["monitor_interval_seconds"] = monitor_interval
+    if scale_cooldown is not None:
+        options["monitor_scale_cooldown_seconds"] = scale_cooldown
+    if monitor_rules is not None:
+        options["monitor_rules_file"] = str(monitor_rules)
     env = _env(provider)
-    env.up(ref)
+    env.up(ref, options)
     report = status.collect(env.settings, env.state)
     proxy_url = report["proxy"]["url"]
     inv = env.settings.inventory_file
@@ -193,6 +208,31 @@ def canary_rollback() -> None:
     if not commit:
         raise CdpipeError("no prod release is known; run `cdpipe up` first")
     env.deploy(commit, "canary")
+
+
+scale_app = typer.Typer(help="Scale prod out and in (what the monitor calls).",
+                        no_args_is_help=True)
+app.add_typer(scale_app, name="scale")
+
+
+@scale_app.command("out")
+def scale_out(max_count: Annotated[int, typer.Option("--max", min=1)] = 4) -> None:
+    """Add a prod instance serving prod's commit, in rotation once healthy."""
+    line = _env(None).scale_out(max_count)
+    if line is None:
+        console.print(f"nothing to do: prod is at its maximum of {max_count} instances")
+        raise SystemExit(3)
+    console.print(line, markup=False)
+
+
+@scale_app.command("in")
+def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, hidden=True)] = 4) -> None:
+    """Drain and remove the newest autoscaled prod instance (never those `up` made)."""
+    line = _env(None).scale_in()
+    if line is None:
+        console.print("nothing to do: no autoscaled prod instance")
+        raise SystemExit(3)
+    console.print(line, markup=False)
 
 
 @app.command()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from cdpipe import gitref, inventory, providers, secrets
+from cdpipe import gitref, inventory, providers, runtime_control, secrets
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
 from cdpipe.config import Settings
+from cdpipe.contract import servers_key
 from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, Role
 from cdpipe.providers.base import Provider
@@ -32,6 +36,16 @@ class Environment:
         self.provider: Provider = providers.get(name, settings)
         self.show = show
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One state-changing command at a time (a monitor's scale-out waits for a
+        deploy); the state is read again once the lock is held."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        with (self.settings.home / ".lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            self.state = state_mod.load(self.settings.state_file)
+            yield
+
     def save(self) -> None:
         state_mod.save(self.settings.state_file, self.state)
         inventory.write(self.settings.inventory_file, self.state, self.provider)
@@ -46,19 +60,26 @@ class Environment:
         if not created:
             self.show("all instances exist; nothing created")
 
-    def up(self, ref: str) -> PlaybookResult:
+    def up(self, ref: str, options: dict[str, str | float | int] | None = None
+           ) -> PlaybookResult:
         self.provider.preflight()
         sha = gitref.resolve(self.settings.app_repo, ref)
-        self.show(f"provisioning {self.provider.name} instances")
-        self.provision()
-        self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
-        result = self._playbook("site.yml", {"app_ref": sha})
-        for role in APP_ROLES:
-            self.state.deployed[role] = sha
-        self.save()
-        return result
+        with self.locked():
+            self.state.options.update(options or {})
+            self.show(f"provisioning {self.provider.name} instances")
+            self.provision()
+            self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
+            result = self._playbook("site.yml", {"app_ref": sha})
+            for role in APP_ROLES:
+                self.state.deployed[role] = sha
+            self.save()
+            return result
 
     def deploy(self, ref: str, target: str | None) -> PlaybookResult:
+        with self.locked():
+            return self._deploy(ref, target)
+
+    def _deploy(self, ref: str, target: str | None) -> PlaybookResult:
         if target is not None and target not in APP_ROLES:
             raise CdpipeError(f"unknown target {target!r}; use --target prod or --target canary")
         if not self.state.instances:
@@ -73,10 +94,61 @@ class Environment:
         return result
 
     def down(self) -> list[str]:
-        removed = self.provider.destroy_all(self.state)
-        self.state = State(provider=self.provider.name)
-        self.save()
-        return removed
+        with self.locked():
+            removed = self.provider.destroy_all(self.state)
+            self.state = State(provider=self.provider.name)
+            self.save()
+            return removed
+
+    def scale_out(self, max_count: int) -> str | None:
+        """One more prod instance serving prod's commit; None at the maximum."""
+        with self.locked():
+            prod = self.state.of_role("prod")
+            commit = self.state.deployed.get("prod")
+            if not prod or not commit:
+                raise CdpipeError("no environment is up here; run `cdpipe up` first")
+            if len(prod) >= max_count:
+                return None
+            created = self.provider.ensure(self.state, {"prod": len(prod) + 1},
+                                           autoscaled=True)
+            self.save()
+            new = created[0]
+            self.show(f"created {new.id} at {new.url()}; deploying {commit[:12]}")
+            try:
+                self._playbook("scale.yml", {"app_ref": commit}, limit=new.id)
+            except CdpipeError:
+                # Nothing half-done stays: the instance goes, the server list is as it was.
+                self._unregister(new.id)
+                self.provider.terminate(self.state, new)
+                self.save()
+                raise
+            return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
+
+    def scale_in(self, wait_seconds: float = 120) -> str | None:
+        """Drains and removes the newest autoscaled prod instance; None if there is none."""
+        with self.locked():
+            autoscaled = [i for i in self.state.of_role("prod") if i.autoscaled]
+            if not autoscaled:
+                return None
+            victim = autoscaled[-1]
+            self._unregister(victim.id)
+            self.show(f"draining {victim.id}")
+            deadline = time.monotonic() + wait_seconds
+            while victim.id in runtime_control.backend_stats(self.settings, self.state):
+                if time.monotonic() > deadline:
+                    raise CdpipeError(f"{victim.id} still has connections after "
+                                      f"{wait_seconds:.0f}s; it stays out of rotation")
+                time.sleep(0.2)
+            self.provider.terminate(self.state, victim)
+            self.save()
+            return f"scaled in: {victim.id} drained and removed"
+
+    def _unregister(self, instance_id: str) -> None:
+        r = runtime_control.client(self.settings, self.state)
+        try:
+            r.hdel(servers_key("prod"), instance_id)
+        except runtime_control.redis.RedisError as exc:
+            raise CdpipeError(f"cannot update servers:prod: {exc}") from None
 
     def _playbook(self, playbook: str, extra: dict[str, str],
                   limit: str | None = None) -> PlaybookResult:

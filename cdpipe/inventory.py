@@ -26,7 +26,8 @@ def build(state: State, provider: Provider) -> dict[str, Any]:
         if role in state.deployed:
             group["vars"] = {"app_ref": state.deployed[role]}
         children[role] = group
-    return {"all": {"vars": provider.inventory_vars(), "children": children}}
+    all_vars = provider.inventory_vars() | dict(state.options)
+    return {"all": {"vars": all_vars, "children": children}}
 
 
 def write(path: Path, state: State, provider: Provider) -> Path:

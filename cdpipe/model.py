@@ -12,8 +12,8 @@ APP_ROLES: tuple[Role, ...] = ("prod", "canary")
 
 # Named ports each role listens on, in the order of its local port block.
 ROLE_PORTS: dict[str, tuple[str, ...]] = {
-    "proxy": ("http", "stats"),
-    "redis": ("redis",),
+    "proxy": ("http", "stats", "agent", "smtp"),
+    "redis": ("redis", "agent"),
     "prod": ("http", "check"),
     "canary": ("http", "check"),
 }

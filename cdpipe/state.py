@@ -19,6 +19,8 @@ class State(BaseModel):
     instances: list[Instance] = Field(default_factory=list)
     deployed: dict[str, str] = Field(default_factory=dict)  # role -> commit
     next_slot: int = 0
+    # Options given to `cdpipe up` that later runs keep (monitor interval, cooldown...).
+    options: dict[str, str | float | int] = Field(default_factory=dict)
 
     def of_role(self, role: Role) -> list[Instance]:
         return [i for i in self.instances if i.role == role]

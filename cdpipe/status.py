@@ -80,7 +80,8 @@ def collect(settings: Settings, state: State) -> dict[str, Any]:
         "redis": {"url": url},
         "deployed": state.deployed,
         "instances": instances,
-        "mail": {"maildir": None},
+        "mail": {"maildir": (f"{proxies[0].directory}/monitor/Maildir"
+                             if proxies and proxies[0].directory else None)},
         "inventory": str(settings.inventory_file),
     }
     report |= _runtime(url)

@@ -31,6 +31,10 @@ class Autoscaler:
         self.r = r
         self.above: dict[str, int] = {}
         self.below: dict[str, int] = {}
+        # After "nothing to do" (at the maximum, or no autoscaled instance left), that
+        # direction rests until the number of prod instances changes.
+        self.idle: dict[str, int] = {}
+        self.prod_count = 0
 
     def cooling_down(self, now: float | None = None) -> float:
         """Seconds of cooldown left."""
@@ -38,7 +42,9 @@ class Autoscaler:
         now = time.time() if now is None else now
         return max(0.0, float(last) + self.cfg.cooldown_seconds - now) if last else 0.0
 
-    def observe(self, rule: Rule, average: float | None) -> Decision | None:
+    def observe(self, rule: Rule, average: float | None, prod_count: int = 0
+                ) -> Decision | None:
+        self.prod_count = prod_count
         if average is None:
             self.above[rule.name] = self.below[rule.name] = 0
             return None
@@ -47,10 +53,10 @@ class Autoscaler:
         self.below[rule.name] = self.below.get(rule.name, 0) + 1 if low else 0
         if self.cooling_down() > 0:
             return None
-        if self.above[rule.name] >= rule.for_polls:
+        if self.above[rule.name] >= rule.for_polls and self.idle.get("out") != prod_count:
             return Decision("out", f"prod {rule.metric} average {average:.1f} above "
                                    f"{rule.upper} for {self.above[rule.name]} polls")
-        if self.below[rule.name] >= rule.for_polls:
+        if self.below[rule.name] >= rule.for_polls and self.idle.get("in") != prod_count:
             return Decision("in", f"prod {rule.metric} average {average:.1f} below "
                                   f"{rule.lower} for {self.below[rule.name]} polls")
         return None
@@ -62,7 +68,9 @@ class Autoscaler:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
         line = (out.stdout.strip().splitlines() or [""])[-1]
         if out.returncode == NOTHING_TO_DO:
+            self.idle[decision.direction] = self.prod_count
             return False, line
+        self.idle.clear()
         self.r.set(LAST_ACTION, str(time.time()))
         self.above.clear()
         self.below.clear()

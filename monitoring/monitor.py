@@ -84,7 +84,8 @@ class Monitor:
                 f"{rule.role} {rule.metric} average {average or 0:.1f} > {rule.upper} "
                 f"over {len(values)} instance(s)")
             if rule.scale:
-                decision = self.scaler.observe(rule, average)
+                prod_count = sum(1 for s in samples if s.role == "prod")
+                decision = self.scaler.observe(rule, average, prod_count)
                 if decision and (self.scaling is None or self.scaling.done()):
                     self.scaling = asyncio.get_running_loop().create_task(
                         self.scale(decision))
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", help="rules YAML (default: the rules in CONFIG)")
     parser.add_argument("--interval", type=float, help="seconds between polls (>= 1)")
     parser.add_argument("--once", action="store_true", help="one cycle, then exit")
+    parser.add_argument("--check", action="store_true",
+                        help="check the configuration and rules, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"ok: {len(cfg.rules)} rules, {len(cfg.targets)} static targets")
+        return 0
     asyncio.run(Monitor(cfg).run(once=args.once))
     return 0
 

@@ -138,6 +138,15 @@ class LocalProvider(Provider):
             "proxy_canary_weight": self.settings.canary_weight,
             "proxy_controller_python": sys.executable,
             "proxy_controller_build_venv": False,
+            "agent_python": sys.executable,
+            "monitor_python": sys.executable,
+            "monitor_local_smtp": True,
+            "monitor_scale_command": [bin_path("cdpipe"), "scale"],
+            "monitor_control_environment": {
+                "CDPIPE_HOME": str(self.settings.home),
+                "CDPIPE_PORT_BASE": str(self.settings.port_base),
+                "CDPIPE_APP_REPO": self.settings.app_repo,
+            },
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
@@ -149,9 +158,11 @@ class LocalProvider(Provider):
         if instance.role == "proxy":
             hv |= {"proxy_frontend_port": instance.ports["http"],
                    "proxy_stats_port": instance.ports["stats"],
-                   "proxy_dir": f"{instance.directory}/haproxy"}
+                   "proxy_dir": f"{instance.directory}/haproxy",
+                   "agent_port": instance.ports["agent"],
+                   "monitor_smtp_port": instance.ports["smtp"]}
         elif instance.role == "redis":
-            hv |= {"redis_port": instance.ports["redis"]}
+            hv |= {"redis_port": instance.ports["redis"], "agent_port": instance.ports["agent"]}
         else:
             hv |= {"app_port": instance.ports["http"], "app_check_port": instance.ports["check"]}
         return hv
