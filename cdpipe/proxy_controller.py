@@ -313,6 +313,8 @@ class Controller:
             log.warning("HAProxy not reachable (%s); retrying", exc)
 
     def wait(self, name: str, want_up: bool, timeout: float) -> bool:
+        """Until the server is gone, or up: in rotation, or held out only by the canary
+        kill switch (that is policy, not health: the deploy itself succeeded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -320,14 +322,25 @@ class Controller:
             except HAProxyError:
                 live = {}
             state = live.get(name)
-            if want_up and state is not None and state.op_state == 2 and not (
-                state.in_maintenance
-            ):
-                return True
+            if want_up and state is not None:
+                if state.op_state == 2 and not state.in_maintenance:
+                    return True
+                if state.in_maintenance and self._held_by_alert(name):
+                    return True
             if not want_up and state is None:
                 return True
             time.sleep(0.2)
         return False
+
+
+    def _held_by_alert(self, name: str) -> bool:
+        try:
+            desired = read_desired(self.redis)
+        except redis.RedisError:
+            return False
+        server = desired.servers.get(name)
+        return bool(server and server.role == "canary" and desired.canary_alert
+                    and self.healthy(server))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,11 @@ class LocalProvider(Provider):
     def _remove(self, instance: Instance) -> None:
         box = self.sandbox(instance)
         box.stop()
+        # Keep the instance's logs for a post-mortem: <home>/logs/<instance id>/.
+        kept = self.settings.logs_dir / instance.id
+        shutil.rmtree(kept, ignore_errors=True)
+        if (box.dir / "logs").is_dir():
+            shutil.copytree(box.dir / "logs", kept)
         shutil.rmtree(box.dir, ignore_errors=True)
 
     def terminate(self, state: State, instance: Instance) -> None:

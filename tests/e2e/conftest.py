@@ -60,9 +60,9 @@ class LocalEnv:
         return out
 
 
-@pytest.fixture(scope="session")
-def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
-    root = tmp_path_factory.mktemp("e2e")
+def make_env(root: Path) -> LocalEnv:
+    """A scratch repository with commits `old`, `new` (main) and `broken`, and the
+    settings of an environment on free ports; nothing is started."""
     repo = make_scratch_repo(root / "repo")
     old = git(repo, "rev-parse", "HEAD")
     new = commit_change(repo, "NOTES.txt", "a newer commit\n", "newer")
@@ -72,9 +72,14 @@ def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
     git(repo, "checkout", "-q", "main")
     port_base = free_port_block()
     env = cdpipe_env(root / "home", port_base, repo)
-    local = LocalEnv(root / "home", repo, port_base, env, old, new, broken)
+    return LocalEnv(root / "home", repo, port_base, env, old, new, broken)
+
+
+@pytest.fixture(scope="session")
+def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
+    local = make_env(tmp_path_factory.mktemp("e2e"))
     try:
-        local.cdpipe("up", "--ref", new)
+        local.cdpipe("up", "--ref", local.new)
         yield local
     finally:
         local.cdpipe("down", check=False)

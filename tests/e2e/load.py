@@ -23,6 +23,7 @@ class Load:
     url: str
     threads: int = 4
     max_seconds: float = 60.0
+    pause: float = 0.0  # seconds between a thread's requests (a light, steady load)
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -55,6 +56,8 @@ class Load:
                     sample = Sample(started, time.monotonic(), 0, None, None)
                 with self._lock:
                     self.samples.append(sample)
+                if self.pause:
+                    self._stop.wait(self.pause)
 
     def failures(self) -> list[Sample]:
         with self._lock:
