@@ -1,0 +1,144 @@
+"""The monitor against real servers: metric endpoints over HTTP (one slow, one dead),
+redis-server for its state, and the Maildir SMTP sink."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from monitoring.config import MonitorConfig
+from monitoring.mailer import deliver_due
+from monitoring.mailsink import MaildirHandler
+from monitoring.monitor import Monitor
+from tests.support import free_port
+
+CPU = {"value": 10.0}
+
+
+class Metrics(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow"):
+            time.sleep(3)
+        body = f"instance_cpu_percent {CPU['value']}\ninstance_memory_percent 1\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    port = free_port()
+    controller = Controller(MaildirHandler(tmp_path / "Maildir"), hostname="127.0.0.1",
+                            port=port)
+    controller.start()
+    yield port, tmp_path / "Maildir"
+    controller.stop()
+
+
+def config(redis_server: tuple[int, str], endpoint: int, smtp_port: int) -> MonitorConfig:
+    port, password = redis_server
+    dead = free_port()
+    return MonitorConfig.model_validate({
+        "interval_seconds": 1, "timeout_seconds": 1, "down_after_polls": 2,
+        "redis_url": f"redis://:{password}@127.0.0.1:{port}/0",
+        "targets": [
+            {"id": "prod-1", "role": "prod", "url": f"http://127.0.0.1:{endpoint}/metrics"},
+            {"id": "prod-2", "role": "prod", "url": f"http://127.0.0.1:{endpoint}/slow"},
+            {"id": "redis-1", "role": "redis", "url": f"http://127.0.0.1:{dead}/metrics"},
+        ],
+        "discover_roles": [],
+        "smtp": {"host": "127.0.0.1", "port": smtp_port},
+        "rules": [{"name": "cpu", "metric": "cpu_percent", "role": "prod",
+                   "aggregate": "each", "upper": 50, "for": 2}],
+        "canary": {"enabled": False},
+    })
+
+
+def subjects(maildir: Path) -> list[str]:
+    return sorted(" ".join(str(m["Subject"]).split())
+                  for m in mailbox.Maildir(str(maildir), create=False))
+
+
+def test_slow_and_dead_targets_do_not_delay_the_others(redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
+    monitor = Monitor(config(redis_server, endpoint, smtp[0]))
+    started = time.monotonic()
+    samples = asyncio.run(monitor.cycle())
+    took = time.monotonic() - started
+    by_id = {s.target_id: s for s in samples}
+    assert by_id["prod-1"].ok and by_id["prod-1"].seconds < 0.5
+    assert not by_id["prod-2"].ok and "Timeout" in by_id["prod-2"].error
+    assert not by_id["redis-1"].ok
+    assert took < 1.8  # bounded by the 1 s timeout, not by the 3 s endpoint
+
+
+def test_alert_fires_once_resolves_once_and_survives_restarts(
+        redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
+    smtp_port, maildir = smtp
+    cfg = config(redis_server, endpoint, smtp_port)
+    monitor = Monitor(cfg)
+    CPU["value"] = 90.0
+    try:
+        for _ in range(4):
+            asyncio.run(monitor.cycle())
+            deliver_due(monitor.r, cfg.smtp)
+        fired = subjects(maildir)
+        assert fired.count("[cdpipe] FIRING cpu/prod-1") == 1
+        assert fired.count("[cdpipe] FIRING instance-down/redis-1") == 1
+        again = Monitor(cfg)  # a restarted monitor: same Redis, nothing re-sent
+        for _ in range(3):
+            asyncio.run(again.cycle())
+            deliver_due(again.r, cfg.smtp)
+        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+        CPU["value"] = 5.0
+        asyncio.run(again.cycle())
+        deliver_due(again.r, cfg.smtp)
+        assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
+    finally:
+        CPU["value"] = 10.0
+
+
+def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    smtp_port = free_port()  # nothing listens yet
+    cfg = config(redis_server, endpoint, smtp_port)
+    monitor = Monitor(cfg)
+    CPU["value"] = 90.0
+    try:
+        for _ in range(2):
+            asyncio.run(monitor.cycle())
+            assert deliver_due(monitor.r, cfg.smtp) == 0
+        assert monitor.r.llen("monitor:outbox") >= 1
+        controller = Controller(MaildirHandler(tmp_path / "late"), hostname="127.0.0.1",
+                                port=smtp_port)
+        controller.start()
+        try:
+            deadline = time.monotonic() + 10
+            while monitor.r.llen("monitor:outbox") and time.monotonic() < deadline:
+                deliver_due(monitor.r, cfg.smtp)
+                time.sleep(0.2)
+            assert "[cdpipe] FIRING cpu/prod-1" in subjects(tmp_path / "late")
+            assert monitor.r.llen("monitor:outbox") == 0
+        finally:
+            controller.stop()
+    finally:
+        CPU["value"] = 10.0

@@ -1,0 +1,100 @@
+"""Monitor pieces without servers: configuration, parsing, the canary judge."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitoring.canary_judge import Judge
+from monitoring.config import CanaryJudge, ConfigError, load
+from monitoring.scrape import Sample, parse
+
+GOOD = """\
+interval_seconds: 90
+rules:
+  - {name: cpu, metric: cpu_percent, role: prod, upper: 80, lower: 10, for: 3, scale: true}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "monitor.yml"
+    path.write_text(text)
+    return path
+
+
+def test_good_configuration_loads(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, GOOD), interval=1)
+    assert cfg.interval_seconds == 1
+    assert cfg.rules[0].for_polls == 3 and cfg.rules[0].scale
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("rules:\n  - {name: x, metric: disk_percent, role: prod, upper: 80}",
+     "invalid monitor configuration at rules.0.metric"),
+    ("rules:\n  - {name: x, metric: cpu_percent, role: prod, upper: 20, lower: 50}",
+     "lower (50.0) must be below upper (20.0)"),
+    ("rules:\n  - {name: x, metric: cpu_percent, role: proxy, upper: 80, scale: true}",
+     "only an avg rule on role prod can scale"),
+    ("interval_seconds: 0.5", "interval_seconds"),
+    ("rules: [", "cannot read"),
+])
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(write(tmp_path, text))
+
+
+def test_monitor_refuses_bad_rules_at_start(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text("rules:\n  - {name: x, metric: cpu_percent, role: prod, upper: 5, "
+                     "lower: 50}\n")
+    out = subprocess.run([sys.executable, "-m", "monitoring.monitor", str(write(tmp_path, "")),
+                          "--rules", str(rules), "--check"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "lower (50.0) must be below upper (5.0)" in out.stderr
+
+
+def test_parse_reads_gauges_and_labelled_series() -> None:
+    sample = Sample("prod-1", "prod", ok=True)
+    parse("# HELP x\ninstance_cpu_percent 12.5\nprocess_cpu_seconds_total 3\n"
+          'app_requests_total{route="/",status="500"} 4.0\n'
+          'app_request_duration_seconds_bucket{le="0.1",route="/"} 7.0\n', sample)
+    assert sample.gauges == {"instance_cpu_percent": 12.5}
+    assert ("app_requests_total", {"route": "/", "status": "500"}, 4.0) in sample.series
+    assert len(sample.series) == 2
+
+
+def traffic(target: str, role: str, total: float, errors: float, slow: float = 0) -> Sample:
+    s = Sample(target, role, ok=True)
+    s.series = [
+        ("app_requests_total", {"route": "/", "status": "200"}, total - errors),
+        ("app_requests_total", {"route": "/", "status": "500"}, errors),
+        ("app_requests_total", {"route": "/healthz", "status": "500"}, 1000.0),
+        ("app_request_duration_seconds_bucket", {"route": "/", "le": "0.01"}, total - slow),
+        ("app_request_duration_seconds_bucket", {"route": "/", "le": "1.0"}, total),
+        ("app_request_duration_seconds_bucket", {"route": "/", "le": "+Inf"}, total),
+    ]
+    return s
+
+
+def test_judge_needs_enough_traffic_then_fails_a_bad_canary() -> None:
+    judge = Judge(CanaryJudge(min_requests=20, window_polls=3))
+    assert not judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)]).decided
+    few = judge.observe([traffic("p", "prod", 100, 0), traffic("c", "canary", 5, 2)])
+    assert not few.decided and "no verdict yet" in few.reason
+    bad = judge.observe([traffic("p", "prod", 200, 1), traffic("c", "canary", 50, 15)])
+    assert bad.decided and bad.failed and "5xx rate" in bad.reason
+
+
+def test_judge_passes_a_good_canary_and_catches_a_slow_one() -> None:
+    judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
+    judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)])
+    good = judge.observe([traffic("p", "prod", 100, 1), traffic("c", "canary", 50, 0)])
+    assert good.decided and not good.failed
+    judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
+    judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)])
+    slow = judge.observe([traffic("p", "prod", 100, 0), traffic("c", "canary", 50, 0, slow=10)])
+    assert slow.failed and "p95" in slow.reason
