@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 
-from bench import deploy_times, proxy_overhead, runtime_control
+from bench import deploy_times, monitoring_bench, proxy_overhead, runtime_control
 from bench.scratch_env import bench_env
 
 
@@ -32,6 +32,7 @@ def main() -> None:
                   f"| {rps / base_rps:16.3f} | {p99 / base_p99:14.3f} |")
 
         runtime_control.report(env)
+        monitoring_bench.report(env)
 
 
 if __name__ == "__main__":
