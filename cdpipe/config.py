@@ -31,6 +31,24 @@ class Settings(BaseSettings):
                                description="the canary's share of requests, percent")
     keep_releases: int = Field(default=5, ge=1)
 
+    # AWS (provider aws). Credentials come from boto3's usual chain (environment,
+    # profile, instance role), never from here; AWS_ENDPOINT_URL(_EC2) are honoured.
+    aws_region: str | None = Field(default=None, description="else AWS_REGION / AWS_DEFAULT_REGION")
+    aws_environment: str = Field(default="prod", pattern=r"^[a-z0-9-]+$")
+    aws_project: str = Field(default="cdpipe", pattern=r"^[a-z0-9-]+$")
+    aws_instance_type: str = "t3.small"
+    aws_ami_name_filter: str = "ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-amd64-server-*"
+    aws_ami_owner: str = "099720109477"  # Canonical
+    aws_ami_ssm_parameter: str | None = None
+    aws_subnet_id: str | None = None
+    aws_key_name: str = "cdpipe"
+    aws_public_key_file: Path = Path("~/.ssh/id_ed25519.pub")
+    aws_private_key_file: Path = Path("~/.ssh/id_ed25519")
+    aws_ssh_user: str = "ubuntu"
+    aws_admin_cidr: str | None = Field(default=None,
+                                       description="who may SSH in, e.g. 203.0.113.7/32")
+    aws_extra_tags: dict[str, str] = Field(default_factory=dict)
+
     @property
     def state_file(self) -> Path:
         return self.home / "state.json"

@@ -152,6 +152,7 @@ class Environment:
 
     def _playbook(self, playbook: str, extra: dict[str, str],
                   limit: str | None = None) -> PlaybookResult:
+        self.provider.check_deployable()
         # The inventory must be current before Ansible reads it.
         self.save()
         result = run_playbook(

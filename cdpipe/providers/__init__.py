@@ -12,4 +12,8 @@ def get(name: str, settings: Settings) -> Provider:
         from cdpipe.providers.local import LocalProvider
 
         return LocalProvider(settings)
+    if name == "aws":
+        from cdpipe.providers.ec2 import Ec2Provider
+
+        return Ec2Provider(settings)
     raise CdpipeError(f"provider {name!r} is not available here; use --provider local")

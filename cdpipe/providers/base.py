@@ -35,6 +35,9 @@ class Provider(ABC):
             removed.append(instance.id)
         return removed
 
+    def check_deployable(self) -> None:  # noqa: B027 (optional hook, nothing by default)
+        """Fail with one clear line if Ansible cannot deploy through this provider."""
+
     @abstractmethod
     def inventory_vars(self) -> dict[str, Any]:
         """Ansible variables for every host of this provider (connection, paths...)."""
