@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cdpipe-installed
 
-.PHONY: setup demo test unit e2e lint bench down clean
+.PHONY: setup demo test unit e2e lint bench down clean pipeline
 
 setup: $(STAMP)
 
@@ -37,6 +37,13 @@ e2e: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint playbooks/ roles/
+
+# The Jenkins stages, in Jenkins' order, deploying to the local provider.
+pipeline:
+	scripts/ci_build
+	scripts/ci_test
+	scripts/ci_analysis
+	CDPIPE_PROVIDER=local scripts/post_build
 
 bench: setup
 	$(BIN)/python -m bench
