@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 import yaml
 from aiohttp import web
@@ -89,12 +89,21 @@ def rss_of_monitor(cfg: MonitorConfig) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "monitor.yml"
         path.write_text(yaml.safe_dump(cfg.model_dump(by_alias=True)))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-m", "monitoring.monitor", str(path), "--once"],
-                       check=True, capture_output=True,
-                       env={"MONITOR_REDIS_URL": cfg.redis_url, "PATH": "/usr/bin:/bin"})
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitoring.monitor", str(path), "--once"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={"MONITOR_REDIS_URL": cfg.redis_url, "PATH": "/usr/bin:/bin"})
+        peak = 0
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                peak = max(peak, watched.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.01)
+        if proc.wait() != 0:
+            raise SystemExit("bench: the monitor failed its cycle")
+    return peak / 2**20
 
 
 RULES = """\
