@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,15 @@ ProviderOpt = Annotated[ProviderChoice | None,
 
 def _show(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
+
+
+def _cdpipe_command() -> str:
+    """How to call this cdpipe from the current directory (.venv/bin/cdpipe in a checkout)."""
+    binary = Path(sys.executable).parent / "cdpipe"
+    try:
+        return str(binary.relative_to(Path.cwd()))
+    except ValueError:
+        return str(binary)
 
 
 def _env(provider: ProviderChoice | None) -> Environment:
@@ -79,7 +89,7 @@ def up(
         f"redis-cli -p {redis_server.ports['redis']} SET flag:hiddenfeature on",
         markup=False, soft_wrap=True,
     )
-    console.print("        cdpipe status")
+    console.print(f"        {_cdpipe_command()} status", markup=False)
     console.print(f"  ansible-playbook -i {inv} playbooks/site.yml   # converge from a laptop",
                   markup=False, soft_wrap=True)
 
