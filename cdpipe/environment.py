@@ -6,8 +6,9 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from cdpipe import gitref, inventory, providers, runtime_control, secrets
+from cdpipe import PROJECT_ROOT, gitref, inventory, providers, runtime_control, secrets
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
 from cdpipe.config import Settings
@@ -46,6 +47,12 @@ class Environment:
             self.state = state_mod.load(self.settings.state_file)
             yield
 
+    def resolve(self, ref: str) -> str:
+        """The full SHA of ref: in the source repository when it is a local path, else
+        (a URL, on AWS) in this checkout, which is what Jenkins built and tested."""
+        repo = self.settings.app_repo
+        return gitref.resolve(repo if Path(repo).exists() else str(PROJECT_ROOT), ref)
+
     def save(self) -> None:
         state_mod.save(self.settings.state_file, self.state)
         inventory.write(self.settings.inventory_file, self.state, self.provider)
@@ -63,7 +70,7 @@ class Environment:
     def up(self, ref: str, options: dict[str, str | float | int] | None = None
            ) -> PlaybookResult:
         self.provider.preflight()
-        sha = gitref.resolve(self.settings.app_repo, ref)
+        sha = self.resolve(ref)
         with self.locked():
             self.state.options.update(options or {})
             self.show(f"provisioning {self.provider.name} instances")
@@ -84,7 +91,7 @@ class Environment:
             raise CdpipeError(f"unknown target {target!r}; use --target prod or --target canary")
         if not self.state.instances:
             raise CdpipeError("no environment is up here; run `cdpipe up` first")
-        sha = gitref.resolve(self.settings.app_repo, ref)
+        sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
         self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
         result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
