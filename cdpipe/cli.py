@@ -52,7 +52,9 @@ def _env(provider: ProviderChoice | None) -> Environment:
 @app.command()
 def provision(provider: ProviderOpt = None) -> None:
     """Create or find the instances (proxy, redis, prod, canary) without configuring them."""
-    _env(provider).provision()
+    env = _env(provider)
+    with env.locked():
+        env.provision()
 
 
 @app.command()
