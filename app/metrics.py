@@ -20,28 +20,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from cdpipe.resource_usage import ResourceUsage, default_root
+from cdpipe.resource_usage import InstanceUsageCollector, ResourceUsage, default_root
 
 EXTENSION = "cdpipe_metrics"
-
-
-class InstanceUsageCollector(Collector):
-    """CPU and memory of the instance as a percentage of the machine."""
-
-    def __init__(self, usage: ResourceUsage) -> None:
-        self.usage = usage
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        cpu, memory = self.usage.read()
-        yield GaugeMetricFamily("instance_cpu_percent",
-                                f"CPU used by the instance ({self.usage.scope}), % of the machine",
-                                value=cpu)
-        yield GaugeMetricFamily("instance_memory_percent",
-                                f"Memory used by the instance ({self.usage.scope}), "
-                                "% of the machine", value=memory)
 
 
 class AppMetrics:

@@ -14,21 +14,15 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from cdpipe.resource_usage import ResourceUsage
+from cdpipe.resource_usage import InstanceUsageCollector, ResourceUsage
 
 
-class UsageCollector(Collector):
-    def __init__(self, usage: ResourceUsage) -> None:
-        self.usage = usage
+class UsageCollector(InstanceUsageCollector):
+    """The instance's gauges, and when the agent started."""
 
     def collect(self):  # type: ignore[no-untyped-def]
-        cpu, memory = self.usage.read()
-        yield GaugeMetricFamily("instance_cpu_percent", "CPU of the instance, % of the machine",
-                                value=cpu)
-        yield GaugeMetricFamily("instance_memory_percent",
-                                "Memory of the instance, % of the machine", value=memory)
+        yield from super().collect()
         yield GaugeMetricFamily("instance_agent_start_time_seconds", "When the agent started",
                                 value=STARTED)
 

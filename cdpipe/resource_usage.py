@@ -4,7 +4,8 @@ Two scopes: ``host`` (a real machine: the whole host, which is the instance) and
 ``tree`` (a local sandbox, where every instance shares one host: the instance's own
 process tree, from a root process down). Both are percentages of the whole machine,
 all cores together, so thresholds mean the same on both: on 2 cores one busy core is
-50%. CPU is averaged over the time since the previous reading.
+50%. CPU is averaged over the time since the previous reading. ``InstanceUsageCollector``
+exposes both as Prometheus gauges, for the app and the agent alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import threading
 import time
 
 import psutil
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class ResourceUsage:
@@ -86,3 +89,20 @@ def default_root() -> int:
     except psutil.Error:
         pass
     return os.getpid()
+
+
+class InstanceUsageCollector(Collector):
+    """``instance_cpu_percent`` and ``instance_memory_percent`` for a registry: what the
+    monitor polls, from the app and from the agent alike."""
+
+    def __init__(self, usage: ResourceUsage) -> None:
+        self.usage = usage
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        cpu, memory = self.usage.read()
+        yield GaugeMetricFamily("instance_cpu_percent",
+                                f"CPU used by the instance ({self.usage.scope}), % of the machine",
+                                value=cpu)
+        yield GaugeMetricFamily("instance_memory_percent",
+                                f"Memory used by the instance ({self.usage.scope}), "
+                                "% of the machine", value=memory)

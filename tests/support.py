@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import mailbox
 import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from cdpipe import PROJECT_ROOT
 
@@ -70,3 +75,20 @@ def free_port_block(size: int = 100, start: int = 20000) -> int:
         if not any(port_in_use(p) for p in range(base, base + size)):
             return base
     raise RuntimeError("no free block of loopback ports")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str = "condition",
+               interval: float = 0.05) -> float:
+    """Seconds until check() held; the test fails after timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(interval)
+    pytest.fail(f"{what}: not within {timeout}s")
+
+
+def maildir_subjects(path: Path) -> list[str]:
+    """Subjects of every message in a Maildir, unfolded, sorted."""
+    return sorted(" ".join(str(m["Subject"]).split())
+                  for m in mailbox.Maildir(str(path), create=False))

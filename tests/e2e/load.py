@@ -45,15 +45,7 @@ class Load:
     def _run(self, deadline: float) -> None:
         with requests.Session() as session:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                session.cookies.clear()  # a new user each time: routing by weight
-                started = time.monotonic()
-                try:
-                    resp = session.get(self.url, timeout=5)
-                    body = resp.json() if resp.status_code == 200 else {}
-                    sample = Sample(started, time.monotonic(), resp.status_code,
-                                    body.get("role"), body.get("instance"))
-                except (requests.RequestException, ValueError):
-                    sample = Sample(started, time.monotonic(), 0, None, None)
+                sample = timed_get(session, self.url)  # a new user each time
                 with self._lock:
                     self.samples.append(sample)
                 if self.pause:
@@ -66,6 +58,19 @@ class Load:
     def since(self, t: float) -> list[Sample]:
         with self._lock:
             return [s for s in self.samples if s.started >= t]
+
+
+def timed_get(session: requests.Session, url: str) -> Sample:
+    """One GET as a new user (no cookie), timed and recorded; never raises."""
+    session.cookies.clear()
+    started = time.monotonic()
+    try:
+        resp = session.get(url, timeout=5)
+        body = resp.json() if resp.status_code == 200 else {}
+        return Sample(started, time.monotonic(), resp.status_code, body.get("role"),
+                      body.get("instance"))
+    except (requests.RequestException, ValueError):
+        return Sample(started, time.monotonic(), 0, None, None)
 
 
 def share(samples: list[Sample], role: str) -> float:
@@ -81,15 +86,7 @@ def count_requests(url: str, n: int, threads: int = 4) -> list[Sample]:
     def run(count: int) -> None:
         with requests.Session() as session:
             for _ in range(count):
-                session.cookies.clear()
-                started = time.monotonic()
-                try:
-                    resp = session.get(url, timeout=5)
-                    body = resp.json() if resp.status_code == 200 else {}
-                    sample = Sample(started, time.monotonic(), resp.status_code,
-                                    body.get("role"), body.get("instance"))
-                except (requests.RequestException, ValueError):
-                    sample = Sample(started, time.monotonic(), 0, None, None)
+                sample = timed_get(session, url)
                 with lock:
                     out.append(sample)
 

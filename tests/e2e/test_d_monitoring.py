@@ -4,7 +4,6 @@ autoscaling out and in under load, SMTP outages, monitor restarts, canary judgem
 from __future__ import annotations
 
 import json
-import mailbox
 import os
 import signal
 import threading
@@ -17,7 +16,7 @@ import requests
 
 from tests.e2e.conftest import LocalEnv, make_env
 from tests.e2e.load import Load
-from tests.support import commit_change, git
+from tests.support import commit_change, git, maildir_subjects, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -66,17 +65,11 @@ def maildir(env: LocalEnv) -> Path:
 
 
 def subjects(env: LocalEnv) -> list[str]:
-    box = mailbox.Maildir(str(maildir(env)), create=False)
-    return sorted(" ".join(str(m["Subject"]).split()) for m in box)  # unfolded
+    return maildir_subjects(maildir(env))
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout}s")
+    return wait_until(check, timeout, what, interval=0.2)
 
 
 def prod_ids(env: LocalEnv) -> list[str]:

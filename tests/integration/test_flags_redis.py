@@ -15,16 +15,12 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.flags import FlagCache
+from tests.support import wait_until
 
 
 def eventually(check: Callable[[], bool], timeout: float = 1.0) -> float:
-    """Seconds until check() held; fails after timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.002)
-    pytest.fail(f"not true within {timeout}s")
+    """Seconds until check() held (polled every 2 ms); fails after timeout."""
+    return wait_until(check, timeout, interval=0.002)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ redis-server for its state, and the Maildir SMTP sink."""
 from __future__ import annotations
 
 import asyncio
-import mailbox
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from monitoring.mailer import deliver_due
 from monitoring.mailsink import MaildirHandler
 from monitoring.monitor import Monitor
 from tests.support import free_port
+from tests.support import maildir_subjects as subjects
 
 CPU = {"value": 10.0}
 
@@ -75,9 +75,13 @@ def config(redis_server: tuple[int, str], endpoint: int, smtp_port: int) -> Moni
     })
 
 
-def subjects(maildir: Path) -> list[str]:
-    return sorted(" ".join(str(m["Subject"]).split())
-                  for m in mailbox.Maildir(str(maildir), create=False))
+def run_cycles(monitor: Monitor, count: int) -> list[int]:
+    """`count` poll cycles, each followed by a mail delivery round; mails sent per round."""
+    sent = []
+    for _ in range(count):
+        asyncio.run(monitor.cycle())
+        sent.append(deliver_due(monitor.r, monitor.cfg.smtp))
+    return sent
 
 
 def test_slow_and_dead_targets_do_not_delay_the_others(redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
@@ -99,20 +103,15 @@ def test_alert_fires_once_resolves_once_and_survives_restarts(
     monitor = Monitor(cfg)
     CPU["value"] = 90.0
     try:
-        for _ in range(4):
-            asyncio.run(monitor.cycle())
-            deliver_due(monitor.r, cfg.smtp)
+        run_cycles(monitor, 4)
         fired = subjects(maildir)
         assert fired.count("[cdpipe] FIRING cpu/prod-1") == 1
         assert fired.count("[cdpipe] FIRING instance-down/redis-1") == 1
         again = Monitor(cfg)  # a restarted monitor: same Redis, nothing re-sent
-        for _ in range(3):
-            asyncio.run(again.cycle())
-            deliver_due(again.r, cfg.smtp)
+        run_cycles(again, 3)
         assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
         CPU["value"] = 5.0
-        asyncio.run(again.cycle())
-        deliver_due(again.r, cfg.smtp)
+        run_cycles(again, 1)
         assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
     finally:
         CPU["value"] = 10.0
@@ -124,9 +123,7 @@ def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_
     monitor = Monitor(cfg)
     CPU["value"] = 90.0
     try:
-        for _ in range(2):
-            asyncio.run(monitor.cycle())
-            assert deliver_due(monitor.r, cfg.smtp) == 0
+        assert run_cycles(monitor, 2) == [0, 0]
         assert monitor.r.llen("monitor:outbox") >= 1
         controller = Controller(MaildirHandler(tmp_path / "late"), hostname="127.0.0.1",
                                 port=smtp_port)
