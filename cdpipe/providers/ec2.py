@@ -10,6 +10,7 @@ standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2`` are honoured (tests use
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from pathlib import Path
@@ -259,10 +260,10 @@ class Ec2Provider(Provider):
                     self.ec2.get_waiter("instance_running").wait(
                         InstanceIds=created_ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
         except CdpipeError:
-            self._terminate_ids(created_ids)
+            self._cleanup(created_ids)
             raise
         except Exception as exc:
-            self._terminate_ids(created_ids)
+            self._cleanup(created_ids)
             raise _aws_error(exc, "creating instances") from None
         raw_all = self.describe()
         known = {i.id for i in state.instances}
@@ -289,14 +290,15 @@ class Ec2Provider(Provider):
         return str(self.ec2.run_instances(**args)["Instances"][0]["InstanceId"])
 
     def _terminate_ids(self, ids: list[str]) -> None:
-        if not ids:
-            return
-        try:
+        if ids:
             self.ec2.terminate_instances(InstanceIds=ids)
             self.ec2.get_waiter("instance_terminated").wait(
                 InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
-        except Exception:
-            pass
+
+    def _cleanup(self, ids: list[str]) -> None:
+        """Best effort, while the first error is being reported."""
+        with contextlib.suppress(Exception):
+            self._terminate_ids(ids)
 
     def terminate(self, state: State, instance: Instance) -> None:
         mine = {i["InstanceId"] for i in self.describe()}
@@ -304,9 +306,7 @@ class Ec2Provider(Provider):
             raise CdpipeError(f"{instance.id} does not carry this environment's tags; "
                               "refusing to terminate it")
         try:
-            self.ec2.terminate_instances(InstanceIds=[instance.id])
-            self.ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=[instance.id], WaiterConfig={"Delay": 5, "MaxAttempts": 60})
+            self._terminate_ids([instance.id])
         except Exception as exc:
             raise _aws_error(exc, f"terminating {instance.id}") from None
         state.instances = [i for i in state.instances if i.id != instance.id]
@@ -314,7 +314,7 @@ class Ec2Provider(Provider):
     def destroy_all(self, state: State) -> list[str]:
         ids = [i["InstanceId"] for i in self.describe()]
         try:
-            self._terminate_ids_strict(ids)
+            self._terminate_ids(ids)
             for group in self.ec2.describe_security_groups(
                     Filters=self._filters())["SecurityGroups"]:
                 if group.get("IpPermissions"):
@@ -331,12 +331,6 @@ class Ec2Provider(Provider):
             raise _aws_error(exc, "removing the environment") from None
         state.instances = []
         return ids
-
-    def _terminate_ids_strict(self, ids: list[str]) -> None:
-        if ids:
-            self.ec2.terminate_instances(InstanceIds=ids)
-            self.ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
 
     # -- Ansible ----------------------------------------------------------------------
     def check_deployable(self) -> None:
