@@ -1,9 +1,12 @@
 """Alert states, like Prometheus: inactive -> pending -> firing -> resolved.
 
-An alert fires once its condition held for the rule's ``for`` polls in a row; a mail
-goes out when it fires, a reminder only after the repeat interval, and one mail when it
-resolves. States live in Redis (``monitor:alerts``), so a restarted monitor neither
-sends again nor forgets what is firing.
+An alert fires once its condition held for the rule's ``for`` polls in a row, and
+resolves once it has been clear for ``keep_firing_for`` polls in a row (Prometheus'
+name; by default as many as ``for``), so one noisy poll neither fires nor resolves it
+and a flapping metric does not mail on every flap. A mail goes out when it fires, a
+reminder only after the repeat interval, and one mail when it resolves. States live in
+Redis (``monitor:alerts``), so a restarted monitor neither sends again nor forgets what
+is firing.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class AlertState:
     since: float
     last_sent: float
     summary: str
+    clear: int = 0  # consecutive clear polls while firing
 
 
 class AlertBook:
@@ -37,14 +41,19 @@ class AlertBook:
         return {k: AlertState(**json.loads(v)) for k, v in self.r.hgetall(ALERTS).items()}
 
     def observe(self, key: str, breached: bool, for_polls: int, summary: str,
-                now: float | None = None) -> str | None:
+                now: float | None = None, clear_polls: int = 1) -> str | None:
         """Records one poll's verdict; returns the transition: firing, reminder,
-        resolved, or None."""
+        resolved, or None. A firing alert resolves after ``clear_polls`` clear polls in
+        a row; a pending one is forgotten at the first clear poll."""
         now = time.time() if now is None else now
         raw = self.r.hget(ALERTS, key)
         current = AlertState(**json.loads(raw)) if raw else None
         if not breached:
             if current is None:
+                return None
+            if current.state == "firing" and current.clear + 1 < clear_polls:
+                current.clear += 1
+                self.r.hset(ALERTS, key, json.dumps(asdict(current)))
                 return None
             pipe = self.r.pipeline(transaction=True)
             pipe.hdel(ALERTS, key)
@@ -59,6 +68,7 @@ class AlertBook:
         if current is None:
             current = AlertState("pending", 0, now, 0.0, summary)
         current.count += 1
+        current.clear = 0
         current.summary = summary
         transition = None
         if current.state == "pending" and current.count >= for_polls:
@@ -79,7 +89,8 @@ class AlertBook:
         return transition
 
     def forget_missing(self, live_keys: set[str], prefix: str) -> None:
-        """Alerts under ``prefix`` whose subject is gone (a removed instance) resolve."""
+        """Alerts under ``prefix`` whose subject is gone (a removed instance) resolve
+        at once."""
         for key in list(self.load()):
             if key.startswith(prefix) and key not in live_keys:
                 self.observe(key, False, 1, "")

@@ -22,8 +22,10 @@ class Strict(BaseModel):
 
 
 class Rule(Strict):
-    """A breach is the metric above ``upper`` for ``for`` consecutive polls. ``lower``
-    is where a scaling rule scales in (the average below it for ``for`` polls)."""
+    """A breach is the metric above ``upper`` for ``for`` consecutive polls; the alert
+    resolves after ``keep_firing_for`` clear polls in a row (default: ``for``).
+    ``lower`` is where a scaling rule scales in (the average below it for ``for``
+    polls)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     metric: Metric
@@ -31,6 +33,7 @@ class Rule(Strict):
     upper: float = Field(ge=0, le=100)
     lower: float | None = Field(default=None, ge=0, le=100)
     for_polls: int = Field(default=1, ge=1, alias="for")
+    keep_firing_for: int | None = Field(default=None, ge=1)
     aggregate: Literal["avg", "each"] = "avg"
     scale: bool = False
 
@@ -42,6 +45,11 @@ class Rule(Strict):
         if self.scale and (self.role != "prod" or self.aggregate != "avg"):
             raise ValueError(f"rule {self.name}: only an avg rule on role prod can scale")
         return self
+
+    @property
+    def clear_polls(self) -> int:
+        """Clear polls in a row that resolve a firing alert of this rule."""
+        return self.keep_firing_for or self.for_polls
 
 
 class Target(Strict):

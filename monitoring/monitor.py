@@ -66,23 +66,30 @@ class Monitor:
             key = f"instance-down/{s.target_id}"
             live.add(key)
             self.alerts.observe(key, not s.ok, self.cfg.down_after_polls,
-                                f"{s.target_id} ({s.role}) does not answer /metrics: {s.error}")
+                                f"{s.target_id} ({s.role}) does not answer /metrics: {s.error}",
+                                clear_polls=self.cfg.down_after_polls)
         self.alerts.forget_missing(live, "instance-down/")
         for rule in self.cfg.rules:
             series = METRIC_SERIES[rule.metric]
             values = {s.target_id: s.gauges[series] for s in samples
                       if s.ok and s.role == rule.role and series in s.gauges}
+            log.info("rule %s (%s %s, upper %s): %s", rule.name, rule.role, rule.metric,
+                     rule.upper, " ".join(f"{t}={v:.1f}" for t, v in list(values.items())[:8])
+                     + (" ..." if len(values) > 8 else ""))
             if rule.aggregate == "each":
                 for target_id, value in values.items():
                     self.alerts.observe(
                         f"{rule.name}/{target_id}", value > rule.upper, rule.for_polls,
-                        f"{target_id} {rule.metric} {value:.1f} > {rule.upper}")
+                        f"{target_id} {rule.metric} {value:.1f} > {rule.upper}",
+                        clear_polls=rule.clear_polls)
                 continue
+            # No sample of the role this poll: no verdict (instance-down covers it).
             average = mean(values.values()) if values else None
-            self.alerts.observe(
-                rule.name, average is not None and average > rule.upper, rule.for_polls,
-                f"{rule.role} {rule.metric} average {average or 0:.1f} > {rule.upper} "
-                f"over {len(values)} instance(s)")
+            if average is not None:
+                self.alerts.observe(
+                    rule.name, average > rule.upper, rule.for_polls,
+                    f"{rule.role} {rule.metric} average {average:.1f} > {rule.upper} "
+                    f"over {len(values)} instance(s)", clear_polls=rule.clear_polls)
             if rule.scale:
                 prod_count = sum(1 for s in samples if s.role == "prod")
                 decision = self.scaler.observe(rule, average, prod_count)

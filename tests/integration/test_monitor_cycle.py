@@ -110,8 +110,37 @@ def test_alert_fires_once_resolves_once_and_survives_restarts(
         again = Monitor(cfg)  # a restarted monitor: same Redis, nothing re-sent
         run_cycles(again, 3)
         assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+        # One clear poll between hot ones is a flap: no resolved mail, no second firing.
         CPU["value"] = 5.0
         run_cycles(again, 1)
+        CPU["value"] = 90.0
+        run_cycles(again, 2)
+        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+        # Clear for `keep_firing_for` polls (default: `for`, 2 here): resolved, once.
+        CPU["value"] = 5.0
+        run_cycles(again, 1)
+        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+        run_cycles(again, 2)
+        assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
+    finally:
+        CPU["value"] = 10.0
+
+
+def test_keep_firing_for_sets_how_many_clear_polls_resolve(
+        redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
+    smtp_port, maildir = smtp
+    cfg = config(redis_server, endpoint, smtp_port)
+    cfg.rules[0].keep_firing_for = 3
+    monitor = Monitor(cfg)
+    CPU["value"] = 90.0
+    try:
+        run_cycles(monitor, 2)
+        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+        CPU["value"] = 5.0
+        run_cycles(monitor, 2)
+        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+        run_cycles(monitor, 1)
         assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
     finally:
         CPU["value"] = 10.0

@@ -29,6 +29,9 @@ def test_good_configuration_loads(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, GOOD), interval=1)
     assert cfg.interval_seconds == 1
     assert cfg.rules[0].for_polls == 3 and cfg.rules[0].scale
+    assert cfg.rules[0].clear_polls == 3  # keep_firing_for defaults to `for`
+    explicit = load(write(tmp_path, GOOD.replace("for: 3", "for: 3, keep_firing_for: 5")))
+    assert explicit.rules[0].clear_polls == 5
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -38,6 +41,8 @@ def test_good_configuration_loads(tmp_path: Path) -> None:
      "lower (50.0) must be below upper (20.0)"),
     ("rules:\n  - {name: x, metric: cpu_percent, role: proxy, upper: 80, scale: true}",
      "only an avg rule on role prod can scale"),
+    ("rules:\n  - {name: x, metric: cpu_percent, role: prod, upper: 80, keep_firing_for: 0}",
+     "invalid monitor configuration at rules.0.keep_firing_for"),
     ("interval_seconds: 0.5", "interval_seconds"),
     ("rules: [", "cannot read"),
 ])
