@@ -17,8 +17,10 @@ class Provider(ABC):
         """Fail with one clear line if this provider cannot work here (missing tools...)."""
 
     @abstractmethod
-    def ensure(self, state: State, wanted: dict[Role, int]) -> list[Instance]:
-        """Create or find at least ``wanted[role]`` instances of each role, started.
+    def ensure(self, state: State, wanted: dict[Role, int],
+               autoscaled: bool = False) -> list[Instance]:
+        """Create or find at least ``wanted[role]`` instances of each role, started;
+        those created are marked ``autoscaled`` when the autoscaler asked for them.
 
         Either every missing instance is created or none is (all checks come first).
         Updates ``state`` in place and returns the instances created by this call.

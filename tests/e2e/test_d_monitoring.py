@@ -28,6 +28,7 @@ rules:
     aggregate: each
     upper: 30
     for: 2
+    keep_firing_for: 3  # a scale-out's Ansible run takes CPU from prod-1 for a poll or two
   - name: prod-cpu
     metric: cpu_percent
     role: prod
