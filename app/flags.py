@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app
 
-from cdpipe.contract import FLAG_PREFIX
+from cdpipe.contract import FLAG_PREFIX, text
 from cdpipe.flagvalues import FlagValue, InvalidFlagValue, parse
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class FlagCache:
                     message = pubsub.get_message(timeout=wait)
                     if message is not None:
                         key = str(message["channel"]).split(":", 1)[1]
-                        self._store(key, client.get(key))
+                        self._store(key, text(client.get(key)))
                     if time.monotonic() >= next_sync:
                         self._full_sync(client)
                         next_sync = time.monotonic() + self.resync_seconds
@@ -123,7 +123,7 @@ class FlagCache:
         for key in set(self._raw) - set(fresh):
             self._store(key, None)
         for key, raw in fresh.items():
-            self._store(key, raw)
+            self._store(key, text(raw))
         if not self.connected:
             log.info("flags: in sync with Redis (%d flags)", len(fresh))
         self.connected = True

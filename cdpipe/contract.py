@@ -19,6 +19,17 @@ OFF_WORDS = frozenset({"off", "false", "0", "no"})
 log = logging.getLogger(__name__)
 
 
+def text(raw: bytes | str | None) -> str | None:
+    """A Redis reply as text. Clients here decode responses; redis-py's types still
+    say bytes or str, and a bytes reply is decoded as UTF-8."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def texts(raw: dict[bytes | str, bytes | str] | dict[str, str]) -> dict[str, str]:
+    """A Redis hash reply (HGETALL) as text."""
+    return {str(text(k)): str(text(v)) for k, v in raw.items()}
+
+
 def servers_key(role: str) -> str:
     return f"{SERVERS_PREFIX}{role}"
 

@@ -13,7 +13,14 @@ import requests
 
 from cdpipe import secrets
 from cdpipe.config import Settings
-from cdpipe.contract import CANARY_ALERT, CANARY_WEIGHT, FLAG_PREFIX, read_alert, read_weight
+from cdpipe.contract import (
+    CANARY_ALERT,
+    CANARY_WEIGHT,
+    FLAG_PREFIX,
+    read_alert,
+    read_weight,
+    text,
+)
 from cdpipe.errors import CdpipeError
 from cdpipe.flagvalues import InvalidFlagValue, parse
 from cdpipe.state import State
@@ -55,7 +62,7 @@ def list_flags(r: redis.Redis) -> dict[str, str]:
     def read() -> dict[str, str]:
         keys = sorted(r.scan_iter(match=f"{FLAG_PREFIX}*", count=1000))
         values = r.mget(keys) if keys else []
-        return {k[len(FLAG_PREFIX):]: v for k, v in zip(keys, values, strict=True)
+        return {k[len(FLAG_PREFIX):]: str(text(v)) for k, v in zip(keys, values, strict=True)
                 if v is not None}
     return dict(_call("list flags", read))
 

@@ -16,6 +16,7 @@ from cdpipe.contract import (
     DEFAULT_CANARY_WEIGHT,
     read_alert,
     read_weight,
+    text,
 )
 from cdpipe.model import Instance
 from cdpipe.state import State
@@ -58,7 +59,7 @@ def _runtime(url: str | None) -> dict[str, Any]:
     try:
         client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True)
         weight, alert = client.mget([CANARY_WEIGHT, CANARY_ALERT])
-        out["canary"] = {"weight": read_weight(weight), "alert": read_alert(alert)}
+        out["canary"] = {"weight": read_weight(text(weight)), "alert": read_alert(text(alert))}
         for key in sorted(client.scan_iter(match="flag:*", count=500)):
             out["flags"][key.split(":", 1)[1]] = client.get(key)
     except redis.RedisError as exc:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from cdpipe.contract import texts
 from monitoring.mailer import OUTBOX, message
 
 ALERTS = "monitor:alerts"
@@ -38,7 +39,7 @@ class AlertBook:
         self.repeat_interval = repeat_interval
 
     def load(self) -> dict[str, AlertState]:
-        return {k: AlertState(**json.loads(v)) for k, v in self.r.hgetall(ALERTS).items()}
+        return {k: AlertState(**json.loads(v)) for k, v in texts(self.r.hgetall(ALERTS)).items()}
 
     def observe(self, key: str, breached: bool, for_polls: int, summary: str,
                 now: float | None = None, clear_polls: int = 1) -> str | None:

@@ -17,6 +17,7 @@ from email.utils import formatdate, make_msgid
 
 import redis
 
+from cdpipe.contract import text
 from monitoring.config import Smtp
 
 log = logging.getLogger("monitor.mail")
@@ -59,12 +60,12 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
             item["attempts"] += 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
             item["next_try"] = now + delay
-            r.lrem(OUTBOX, 1, raw)
+            r.lrem(OUTBOX, 1, str(text(raw)))
             r.lpush(OUTBOX, json.dumps(item))
             log.warning("mail %r not sent (%s); retry %d in %.0fs", item["subject"], exc,
                         item["attempts"], delay)
             break  # the server is down: the rest waits for the next round
-        r.lrem(OUTBOX, 1, raw)
+        r.lrem(OUTBOX, 1, str(text(raw)))
         sent += 1
         log.info("mail sent: %s", item["subject"])
     return sent

@@ -20,7 +20,7 @@ from statistics import mean
 
 import redis
 
-from cdpipe.contract import CANARY_ALERT, read_alert
+from cdpipe.contract import CANARY_ALERT, read_alert, text, texts
 from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
 from monitoring.autoscaler import Autoscaler, Decision
@@ -46,7 +46,7 @@ class Monitor:
     def targets(self) -> list[tuple[str, str, str]]:
         found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
         for role in self.cfg.discover_roles:
-            for instance_id, address in self.r.hgetall(f"servers:{role}").items():
+            for instance_id, address in texts(self.r.hgetall(f"servers:{role}")).items():
                 found[instance_id] = (instance_id, role, f"http://{address}/metrics")
         return list(found.values())
 
@@ -104,7 +104,7 @@ class Monitor:
         if not verdict.decided:
             log.debug("canary: %s", verdict.reason)
             return
-        if verdict.failed and not read_alert(self.r.get(CANARY_ALERT)):
+        if verdict.failed and not read_alert(text(self.r.get(CANARY_ALERT))):
             pipe = self.r.pipeline(transaction=True)
             pipe.set(CANARY_ALERT, "on")
             pipe.rpush(OUTBOX, message("[cdpipe] CANARY ALERT: canary taken out of traffic",
