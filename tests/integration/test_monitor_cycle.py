@@ -37,6 +37,14 @@ class Metrics(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def idle_cpu() -> Iterator[None]:
+    """Every test starts and ends with the endpoints reporting an idle CPU."""
+    CPU["value"] = 10.0
+    yield
+    CPU["value"] = 10.0
+
+
 @pytest.fixture
 def endpoint() -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
@@ -102,29 +110,26 @@ def test_alert_fires_once_resolves_once_and_survives_restarts(
     cfg = config(redis_server, endpoint, smtp_port)
     monitor = Monitor(cfg)
     CPU["value"] = 90.0
-    try:
-        run_cycles(monitor, 4)
-        fired = subjects(maildir)
-        assert fired.count("[cdpipe] FIRING cpu/prod-1") == 1
-        assert fired.count("[cdpipe] FIRING instance-down/redis-1") == 1
-        again = Monitor(cfg)  # a restarted monitor: same Redis, nothing re-sent
-        run_cycles(again, 3)
-        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
-        # One clear poll between hot ones is a flap: no resolved mail, no second firing.
-        CPU["value"] = 5.0
-        run_cycles(again, 1)
-        CPU["value"] = 90.0
-        run_cycles(again, 2)
-        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
-        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
-        # Clear for `keep_firing_for` polls (default: `for`, 2 here): resolved, once.
-        CPU["value"] = 5.0
-        run_cycles(again, 1)
-        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
-        run_cycles(again, 2)
-        assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
-    finally:
-        CPU["value"] = 10.0
+    run_cycles(monitor, 4)
+    fired = subjects(maildir)
+    assert fired.count("[cdpipe] FIRING cpu/prod-1") == 1
+    assert fired.count("[cdpipe] FIRING instance-down/redis-1") == 1
+    again = Monitor(cfg)  # a restarted monitor: same Redis, nothing re-sent
+    run_cycles(again, 3)
+    assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+    # One clear poll between hot ones is a flap: no resolved mail, no second firing.
+    CPU["value"] = 5.0
+    run_cycles(again, 1)
+    CPU["value"] = 90.0
+    run_cycles(again, 2)
+    assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+    assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+    # Clear for `keep_firing_for` polls (default: `for`, 2 here): resolved, once.
+    CPU["value"] = 5.0
+    run_cycles(again, 1)
+    assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+    run_cycles(again, 2)
+    assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
 
 
 def test_keep_firing_for_sets_how_many_clear_polls_resolve(
@@ -134,16 +139,13 @@ def test_keep_firing_for_sets_how_many_clear_polls_resolve(
     cfg.rules[0].keep_firing_for = 3
     monitor = Monitor(cfg)
     CPU["value"] = 90.0
-    try:
-        run_cycles(monitor, 2)
-        assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
-        CPU["value"] = 5.0
-        run_cycles(monitor, 2)
-        assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
-        run_cycles(monitor, 1)
-        assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
-    finally:
-        CPU["value"] = 10.0
+    run_cycles(monitor, 2)
+    assert subjects(maildir).count("[cdpipe] FIRING cpu/prod-1") == 1
+    CPU["value"] = 5.0
+    run_cycles(monitor, 2)
+    assert "[cdpipe] RESOLVED cpu/prod-1" not in subjects(maildir)
+    run_cycles(monitor, 1)
+    assert subjects(maildir).count("[cdpipe] RESOLVED cpu/prod-1") == 1
 
 
 def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -151,20 +153,17 @@ def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_
     cfg = config(redis_server, endpoint, smtp_port)
     monitor = Monitor(cfg)
     CPU["value"] = 90.0
+    assert run_cycles(monitor, 2) == [0, 0]
+    assert monitor.r.llen("monitor:outbox") >= 1
+    controller = Controller(MaildirHandler(tmp_path / "late"), hostname="127.0.0.1",
+                            port=smtp_port)
+    controller.start()
     try:
-        assert run_cycles(monitor, 2) == [0, 0]
-        assert monitor.r.llen("monitor:outbox") >= 1
-        controller = Controller(MaildirHandler(tmp_path / "late"), hostname="127.0.0.1",
-                                port=smtp_port)
-        controller.start()
-        try:
-            deadline = time.monotonic() + 10
-            while monitor.r.llen("monitor:outbox") and time.monotonic() < deadline:
-                deliver_due(monitor.r, cfg.smtp)
-                time.sleep(0.2)
-            assert "[cdpipe] FIRING cpu/prod-1" in subjects(tmp_path / "late")
-            assert monitor.r.llen("monitor:outbox") == 0
-        finally:
-            controller.stop()
+        deadline = time.monotonic() + 10
+        while monitor.r.llen("monitor:outbox") and time.monotonic() < deadline:
+            deliver_due(monitor.r, cfg.smtp)
+            time.sleep(0.2)
+        assert "[cdpipe] FIRING cpu/prod-1" in subjects(tmp_path / "late")
+        assert monitor.r.llen("monitor:outbox") == 0
     finally:
-        CPU["value"] = 10.0
+        controller.stop()
