@@ -1,12 +1,12 @@
 """The deployed web service: a Flask application factory served by gunicorn.
 
 Configuration comes, in order, from defaults, the environment (``APP_*`` variables set
-by the ``app`` role), the release's ``REVISION`` file, then ``test_config``.
+by the ``app`` role), the release's ``REVISION`` file, then ``test_config``. Logging is
+the server's to configure (gunicorn, with the settings file the app role writes).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if test_config:
         app.config.from_mapping(test_config)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-
     flags.init_app(app)
     metrics.init_app(app)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(views.bp)
     return app

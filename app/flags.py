@@ -24,13 +24,13 @@ from typing import Any
 import redis
 from flask import Flask, current_app
 
-from cdpipe.contract import FLAG_PREFIX, text
-from cdpipe.flagvalues import FlagValue, InvalidFlagValue, parse
+from cdpipe_host.flagvalues import FlagValue, InvalidFlagValue, parse
+from cdpipe_host.keys import FLAGS_CHANNEL, FLAGS_PATTERN, flag_name, key_of_channel
+from cdpipe_host.values import text
 
 log = logging.getLogger(__name__)
 EXTENSION = "cdpipe_flags"
 OFF = FlagValue(0.0)
-CHANNEL_PATTERN = f"__keyspace@0__:{FLAG_PREFIX}*"
 
 
 class FlagCache:
@@ -98,14 +98,14 @@ class FlagCache:
         while not self._stop.is_set():
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(CHANNEL_PATTERN)
+                pubsub.psubscribe(FLAGS_CHANNEL)
                 self._full_sync(client)  # after (re)subscribing: nothing missed in between
                 next_sync = time.monotonic() + self.resync_seconds
                 while not self._stop.is_set():
                     wait = max(0.0, min(next_sync - time.monotonic(), self.timeout))
                     message = pubsub.get_message(timeout=wait)
                     if message is not None:
-                        key = str(message["channel"]).split(":", 1)[1]
+                        key = key_of_channel(str(message["channel"]))
                         self._store(key, text(client.get(key)))
                     if time.monotonic() >= next_sync:
                         self._full_sync(client)
@@ -117,7 +117,7 @@ class FlagCache:
                 self._stop.wait(0.5)
 
     def _full_sync(self, client: redis.Redis) -> None:
-        keys = list(client.scan_iter(match=f"{FLAG_PREFIX}*", count=1000))
+        keys = list(client.scan_iter(match=FLAGS_PATTERN, count=1000))
         values = client.mget(keys) if keys else []
         fresh = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
         for key in set(self._raw) - set(fresh):
@@ -130,7 +130,7 @@ class FlagCache:
         self.last_sync = time.monotonic()
 
     def _store(self, key: str, raw: str | None) -> None:
-        name = key[len(FLAG_PREFIX):]
+        name = flag_name(key)
         if raw is None:
             self._raw.pop(key, None)
             self._values.pop(name, None)

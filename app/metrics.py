@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from cdpipe.resource_usage import InstanceUsageCollector, ResourceUsage, default_root
+from cdpipe_host.resource_usage import InstanceUsageCollector, ResourceUsage, default_root
 
 EXTENSION = "cdpipe_metrics"
 
@@ -42,23 +42,34 @@ class AppMetrics:
         )
 
 
+bp = Blueprint("metrics", __name__)
+
+
+def store() -> AppMetrics:
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+@bp.before_app_request
+def _start_timer() -> None:
+    g.cdpipe_started = time.perf_counter()
+
+
+@bp.after_app_request
+def _record(response: Response) -> Response:
+    m = store()
+    route = request.url_rule.rule if request.url_rule else "<unmatched>"
+    m.requests.labels(route=route, status=str(response.status_code)).inc()
+    started = g.get("cdpipe_started")
+    if started is not None:
+        m.latency.labels(route=route).observe(time.perf_counter() - started)
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(store().registry), mimetype=CONTENT_TYPE_LATEST)
+
+
 def init_app(app: Flask) -> None:
-    m = AppMetrics(app.config["APP_METRICS_SCOPE"])
-    app.extensions[EXTENSION] = m
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.cdpipe_started = time.perf_counter()
-
-    @app.after_request
-    def _record(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "<unmatched>"
-        m.requests.labels(route=route, status=str(response.status_code)).inc()
-        started = g.get("cdpipe_started")
-        if started is not None:
-            m.latency.labels(route=route).observe(time.perf_counter() - started)
-        return response
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(m.registry), mimetype=CONTENT_TYPE_LATEST)
+    """One registry per app (a test's app does not count another's requests)."""
+    app.extensions[EXTENSION] = AppMetrics(app.config["APP_METRICS_SCOPE"])

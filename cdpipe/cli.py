@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdpipe import config, runtime_control, status
+from cdpipe import canary, config, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
@@ -161,22 +161,14 @@ def flag_list() -> None:
 @canary_app.command("status")
 def canary_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Weight, alert, versions, and requests and 5xx counts of canary and prod."""
-    settings = config.load()
-    state = load_state(settings.state_file)
-    weight, alert = runtime_control.canary_settings(runtime_control.client(settings, state))
-    report = status.collect(settings, state)
-    stats = runtime_control.backend_stats(settings, state)
-    servers = []
-    for inst in report["instances"]:
-        if inst["role"] in ("prod", "canary"):
-            servers.append(inst | stats.get(inst["id"], {}))
-    out = {"weight": weight, "alert": alert, "servers": servers}
+    out = canary.report(_env(None))
     if as_json:
         print(json.dumps(out, indent=2))
         return
-    console.print(f"canary weight {weight}%   alert {'[red]on[/]' if alert else 'off'}")
+    alert = "[red]on[/]" if out["alert"] else "off"
+    console.print(f"canary weight {out['weight']}%   alert {alert}")
     table = Table("id", "role", "version", "status", "requests", "5xx")
-    for srv in servers:
+    for srv in out["servers"]:
         table.add_row(srv["id"], srv["role"], (srv["version"] or "-")[:12],
                       str(srv.get("status", "-")), str(srv.get("requests", "-")),
                       str(srv.get("5xx", "-")))
@@ -200,26 +192,13 @@ def canary_clear() -> None:
 @canary_app.command("promote")
 def canary_promote() -> None:
     """Deploy the canary's commit to every prod server, one at a time, each drained first."""
-    env = _env(None)
-    _, alert = runtime_control.canary_settings(
-        runtime_control.client(env.settings, env.state))
-    if alert:
-        raise CdpipeError("the canary alert is on: its release failed judgement; "
-                          "fix it or run `cdpipe canary rollback`")
-    commit = env.state.deployed.get("canary")
-    if not commit:
-        raise CdpipeError("no canary release is known; run `cdpipe up` first")
-    env.deploy(commit, "prod")
+    canary.promote(_env(None))
 
 
 @canary_app.command("rollback")
 def canary_rollback() -> None:
     """Redeploy prod's commit to the canary."""
-    env = _env(None)
-    commit = env.state.deployed.get("prod")
-    if not commit:
-        raise CdpipeError("no prod release is known; run `cdpipe up` first")
-    env.deploy(commit, "canary")
+    canary.rollback(_env(None))
 
 
 scale_app = typer.Typer(help="Scale prod out and in (what the monitor calls).",

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
+from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 ProviderName = Literal["local", "aws"]
 
@@ -27,8 +28,9 @@ class Settings(BaseSettings):
                            description="first local port; each instance takes a block of 10")
     app_repo: str = Field(default=str(PROJECT_ROOT),
                           description="git repository the releases are cloned from")
-    canary_weight: int = Field(default=33, ge=0, le=100,
-                               description="the canary's share of requests, percent")
+    canary_weight: int = Field(default=DEFAULT_CANARY_WEIGHT, ge=0, le=100,
+                               description="the canary's initial share of requests, "
+                                           "percent: canary:weight unless it is set")
     keep_releases: int = Field(default=5, ge=1)
 
     # AWS (provider aws). Credentials come from boto3's usual chain (environment,

@@ -12,11 +12,11 @@ from cdpipe import PROJECT_ROOT, gitref, inventory, providers, runtime_control, 
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
 from cdpipe.config import Settings
-from cdpipe.contract import servers_key
 from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, Role
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
+from cdpipe_host.keys import servers_key
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
 Show = Callable[[str], None]
@@ -55,7 +55,8 @@ class Environment:
 
     def save(self) -> None:
         state_mod.save(self.settings.state_file, self.state)
-        inventory.write(self.settings.inventory_file, self.state, self.provider)
+        inventory.write(self.settings.inventory_file, self.settings, self.state,
+                        self.provider)
 
     def provision(self) -> None:
         self.provider.preflight()

@@ -10,13 +10,28 @@ Role = Literal["proxy", "redis", "prod", "canary"]
 ROLES: tuple[Role, ...] = ("proxy", "redis", "prod", "canary")
 APP_ROLES: tuple[Role, ...] = ("prod", "canary")
 
-# Named ports each role listens on, in the order of its local port block.
-ROLE_PORTS: dict[str, tuple[str, ...]] = {
-    "proxy": ("http", "stats", "agent", "smtp"),
-    "redis": ("redis", "agent"),
-    "prod": ("http", "check"),
-    "canary": ("http", "check"),
+# The one table of ports: the named ports of each role, the port each has on a machine
+# (EC2), and the role variable that carries it to Ansible. Locally an instance takes a
+# block of ports from CDPIPE_PORT_BASE instead, in this order.
+_APP_PORTS = {"http": (8000, "app_port"), "check": (8001, "app_check_port")}
+PORTS: dict[str, dict[str, tuple[int, str]]] = {
+    "proxy": {"http": (80, "proxy_frontend_port"), "stats": (8404, "proxy_stats_port"),
+              "agent": (9100, "agent_port"), "smtp": (25, "monitor_smtp_port")},
+    "redis": {"redis": (6379, "redis_port"), "agent": (9100, "agent_port")},
+    "prod": _APP_PORTS,
+    "canary": _APP_PORTS,
 }
+SSH_PORT = 22
+
+
+def machine_ports(role: str) -> dict[str, int]:
+    """The named ports of a role on a machine."""
+    return {name: number for name, (number, _var) in PORTS[role].items()}
+
+
+def port_vars(role: str, ports: dict[str, int]) -> dict[str, int]:
+    """An instance's ports as the Ansible variables of its roles."""
+    return {var: ports[name] for name, (_number, var) in PORTS[role].items()}
 
 
 class Instance(BaseModel):

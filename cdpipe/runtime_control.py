@@ -1,50 +1,86 @@
-"""Operator actions on the running system through Redis (the contract's keys) and
-HAProxy's stats: feature flags, the canary kill switch and the canary's numbers."""
+"""The running environment as the CLI reads and drives it: one Redis read layer (flags
+in one SCAN + MGET, the canary's settings in one MGET), the operator's writes (flags,
+the canary kill switch) and HAProxy's per-server counters from its stats page."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import quote
 
 import redis
 import requests
 
 from cdpipe import secrets
 from cdpipe.config import Settings
-from cdpipe.contract import (
-    CANARY_ALERT,
-    CANARY_WEIGHT,
-    FLAG_PREFIX,
-    read_alert,
-    read_weight,
-    text,
-)
 from cdpipe.errors import CdpipeError
-from cdpipe.flagvalues import InvalidFlagValue, parse
 from cdpipe.state import State
-from cdpipe.status import redis_url
+from cdpipe_host.flagvalues import InvalidFlagValue, parse
+from cdpipe_host.haproxy import APP_BACKEND, ServerStats, parse_stats_csv
+from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, flag_key, flag_name
+from cdpipe_host.values import read_alert, read_weight, text
 
 FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REDIS_USER = "default"
+T = TypeVar("T")
 
 
-def client(settings: Settings, state: State) -> redis.Redis:
+def format_redis_url(host: str, port: int, password: str | None) -> str:
+    """The one form of the environment's Redis URL: the ``default`` user (redis-cli 7
+    refuses an empty one) and the password percent-encoded."""
+    auth = f"{REDIS_USER}:{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
+
+
+def redis_url(settings: Settings, state: State, with_password: bool = True) -> str | None:
+    servers = state.of_role("redis")
+    if not servers:
+        return None
+    password = secrets.read(settings.secrets_dir, "redis_password") if with_password else None
+    return format_redis_url(servers[0].host, servers[0].ports["redis"], password)
+
+
+def client(settings: Settings, state: State, timeout: float = 2) -> redis.Redis:
     url = redis_url(settings, state)
     if url is None:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=2,
-                                socket_connect_timeout=2)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                socket_connect_timeout=timeout)
 
 
-def _call(action: str, fn: Any, *args: Any) -> Any:
+def _call(action: str, fn: Callable[[], T]) -> T:
     try:
-        return fn(*args)
+        return fn()
     except redis.RedisError as exc:
         raise CdpipeError(f"cannot {action}: Redis unreachable ({exc}); "
                           "check `cdpipe status`") from None
 
 
+# -- reads ----------------------------------------------------------------------------
+def read_flags(r: redis.Redis) -> dict[str, str]:
+    """Every flag and its raw value, by name (one SCAN, one MGET). RedisError goes up."""
+    keys = sorted(str(k) for k in r.scan_iter(match=FLAGS_PATTERN, count=1000))
+    values = r.mget(keys) if keys else []
+    return {flag_name(k): str(text(v)) for k, v in zip(keys, values, strict=True)
+            if v is not None}
+
+
+def read_canary(r: redis.Redis) -> tuple[int, bool]:
+    """(canary weight, canary alert) as the proxy reads them. RedisError goes up."""
+    weight, alert = r.mget([CANARY_WEIGHT, CANARY_ALERT])
+    return read_weight(text(weight)), read_alert(text(alert))
+
+
+def list_flags(r: redis.Redis) -> dict[str, str]:
+    return _call("list flags", lambda: read_flags(r))
+
+
+def canary_settings(r: redis.Redis) -> tuple[int, bool]:
+    return _call("read the canary settings", lambda: read_canary(r))
+
+
+# -- writes ---------------------------------------------------------------------------
 def set_flag(r: redis.Redis, name: str, value: str) -> str:
     if not FLAG_NAME.match(name):
         raise CdpipeError(f"invalid flag name {name!r}: use letters, digits, '-', '_' or '.'")
@@ -54,29 +90,16 @@ def set_flag(r: redis.Redis, name: str, value: str) -> str:
         raise CdpipeError(
             f"invalid value {value!r} for flag {name}: use on, off or N% (0-100)") from None
     stored = value.strip().lower()
-    _call("set the flag", r.set, f"{FLAG_PREFIX}{name}", stored)
+    _call("set the flag", lambda: r.set(flag_key(name), stored))
     return stored
 
 
-def list_flags(r: redis.Redis) -> dict[str, str]:
-    def read() -> dict[str, str]:
-        keys = sorted(r.scan_iter(match=f"{FLAG_PREFIX}*", count=1000))
-        values = r.mget(keys) if keys else []
-        return {k[len(FLAG_PREFIX):]: str(text(v)) for k, v in zip(keys, values, strict=True)
-                if v is not None}
-    return dict(_call("list flags", read))
-
-
 def set_alert(r: redis.Redis, on: bool) -> None:
-    _call("set the canary alert", r.set, CANARY_ALERT, "on" if on else "off")
+    _call("set the canary alert", lambda: r.set(CANARY_ALERT, "on" if on else "off"))
 
 
-def canary_settings(r: redis.Redis) -> tuple[int, bool]:
-    weight, alert = _call("read the canary settings", r.mget, [CANARY_WEIGHT, CANARY_ALERT])
-    return read_weight(weight), read_alert(alert)
-
-
-def backend_stats(settings: Settings, state: State) -> dict[str, dict[str, int | str]]:
+# -- HAProxy --------------------------------------------------------------------------
+def backend_stats(settings: Settings, state: State) -> dict[str, ServerStats]:
     """Requests, 5xx responses and status of each app server, from HAProxy's stats page
     (counted since HAProxy last reloaded)."""
     proxies = state.of_role("proxy")
@@ -89,16 +112,4 @@ def backend_stats(settings: Settings, state: State) -> dict[str, dict[str, int |
         resp.raise_for_status()
     except requests.RequestException as exc:
         raise CdpipeError(f"cannot read HAProxy stats: {exc}") from None
-    rows = csv.DictReader(io.StringIO(resp.text.lstrip("# ")))
-    out: dict[str, dict[str, int | str]] = {}
-    for row in rows:
-        if row.get("pxname") == "app" and row.get("svname") not in ("FRONTEND", "BACKEND"):
-            responses = sum(int(row.get(f"hrsp_{c}") or 0)
-                            for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
-            out[row["svname"]] = {
-                "requests": responses,
-                "5xx": int(row.get("hrsp_5xx") or 0),
-                "status": row.get("status", "?"),
-                "weight": int(row.get("weight") or 0),
-            }
-    return out
+    return parse_stats_csv(resp.text, APP_BACKEND)

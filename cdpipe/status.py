@@ -10,25 +10,10 @@ import requests
 
 from cdpipe import secrets
 from cdpipe.config import Settings
-from cdpipe.contract import (
-    CANARY_ALERT,
-    CANARY_WEIGHT,
-    DEFAULT_CANARY_WEIGHT,
-    read_alert,
-    read_weight,
-    text,
-)
 from cdpipe.model import Instance
+from cdpipe.runtime_control import read_canary, read_flags, redis_url
 from cdpipe.state import State
-
-
-def redis_url(settings: Settings, state: State, with_password: bool = True) -> str | None:
-    servers = state.of_role("redis")
-    if not servers:
-        return None
-    password = secrets.read(settings.secrets_dir, "redis_password") if with_password else None
-    auth = f":{password}@" if password else ""
-    return f"redis://{auth}{servers[0].host}:{servers[0].ports['redis']}/0"
+from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 
 def _probe(instance: Instance, redis_password: str | None) -> dict[str, Any]:
@@ -58,10 +43,9 @@ def _runtime(url: str | None) -> dict[str, Any]:
         return out
     try:
         client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True)
-        weight, alert = client.mget([CANARY_WEIGHT, CANARY_ALERT])
-        out["canary"] = {"weight": read_weight(text(weight)), "alert": read_alert(text(alert))}
-        for key in sorted(client.scan_iter(match="flag:*", count=500)):
-            out["flags"][key.split(":", 1)[1]] = client.get(key)
+        weight, alert = read_canary(client)
+        out["canary"] = {"weight": weight, "alert": alert}
+        out["flags"] = read_flags(client)
     except redis.RedisError as exc:
         out["redis_error"] = str(exc)
     return out

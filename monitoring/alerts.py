@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from cdpipe.contract import texts
+from cdpipe_host.keys import MONITOR_ALERTS
+from cdpipe_host.values import texts
 from monitoring.mailer import OUTBOX, message
 
-ALERTS = "monitor:alerts"
+ALERTS = MONITOR_ALERTS
 
 
 @dataclass

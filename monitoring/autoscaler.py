@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import redis
 
+from cdpipe_host.keys import MONITOR_SCALE_LAST
 from monitoring.config import Rule, Scaling
 
 log = logging.getLogger("monitor.scale")
-LAST_ACTION = "monitor:scale:last"
+LAST_ACTION = MONITOR_SCALE_LAST
 NOTHING_TO_DO = 3  # exit code of `cdpipe scale` at its limits
 
 

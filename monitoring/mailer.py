@@ -17,11 +17,12 @@ from email.utils import formatdate, make_msgid
 
 import redis
 
-from cdpipe.contract import text
+from cdpipe_host.keys import MONITOR_OUTBOX
+from cdpipe_host.values import text
 from monitoring.config import Smtp
 
 log = logging.getLogger("monitor.mail")
-OUTBOX = "monitor:outbox"
+OUTBOX = MONITOR_OUTBOX
 MAX_BACKOFF_SECONDS = 300.0
 
 

@@ -20,7 +20,8 @@ from statistics import mean
 
 import redis
 
-from cdpipe.contract import CANARY_ALERT, read_alert, text, texts
+from cdpipe_host.keys import CANARY_ALERT, servers_key
+from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
 from monitoring.autoscaler import Autoscaler, Decision
@@ -46,7 +47,7 @@ class Monitor:
     def targets(self) -> list[tuple[str, str, str]]:
         found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
         for role in self.cfg.discover_roles:
-            for instance_id, address in texts(self.r.hgetall(f"servers:{role}")).items():
+            for instance_id, address in texts(self.r.hgetall(servers_key(role))).items():
                 found[instance_id] = (instance_id, role, f"http://{address}/metrics")
         return list(found.values())
 

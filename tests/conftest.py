@@ -9,8 +9,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from app import create_app
 from tests.support import free_port
+
+TEST_APP_CONFIG = {"APP_REDIS_URL": "", "APP_VERSION": "abc123", "APP_INSTANCE_ID": "prod-7",
+                   "APP_ROLE": "prod", "TESTING": True}
+
+
+@pytest.fixture
+def app() -> Flask:
+    """The app as the Flask tutorial tests it: test configuration, no Redis."""
+    return create_app(dict(TEST_APP_CONFIG))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 @pytest.fixture

@@ -22,15 +22,16 @@ from botocore.config import Config
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.model import ROLES, Instance, Role
+from cdpipe.model import ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
 
-APP_PORT, REDIS_PORT, HTTP_PORT, STATS_PORT, AGENT_PORT, SSH_PORT = 8000, 6379, 80, 8404, 9100, 22
+PROXY_PORTS, REDIS_PORTS, APP_PORTS = (machine_ports(r) for r in ("proxy", "redis", "prod"))
 GROUPS = ("proxy", "app", "redis")
 ROLE_GROUP = {"proxy": "proxy", "redis": "redis", "prod": "app", "canary": "app"}
 CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InstanceLimitExceeded",
                    "VcpuLimitExceeded", "InsufficientFreeAddressesInSubnet"}
+INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
 ALIVE = ["pending", "running", "stopping", "stopped"]
 
 
@@ -181,15 +182,16 @@ class Ec2Provider(Provider):
             ids[group] = created["GroupId"]
         admin = self._admin_cidr()
         rules = {
-            "proxy": [self._cidr(HTTP_PORT, "0.0.0.0/0", "HTTP from anywhere"),
+            "proxy": [self._cidr(PROXY_PORTS["http"], "0.0.0.0/0", "HTTP from anywhere"),
                       self._cidr(SSH_PORT, admin, "SSH from the admin CIDR"),
-                      self._cidr(STATS_PORT, admin, "stats page from the admin CIDR")],
-            "app": [self._group(APP_PORT, ids["proxy"], "app port from the proxy"),
-                    self._group(AGENT_PORT, ids["proxy"], "metrics from the monitor"),
+                      self._cidr(PROXY_PORTS["stats"], admin, "stats page from the admin CIDR")],
+            "app": [self._group(APP_PORTS["http"], ids["proxy"],
+                                "app and its /metrics from the proxy and the monitor"),
                     self._cidr(SSH_PORT, admin, "SSH from the admin CIDR")],
-            "redis": [self._group(REDIS_PORT, ids["proxy"], "Redis from proxy and monitor"),
-                      self._group(REDIS_PORT, ids["app"], "Redis from the app"),
-                      self._group(AGENT_PORT, ids["proxy"], "metrics from the monitor"),
+            "redis": [self._group(REDIS_PORTS["redis"], ids["proxy"],
+                                  "Redis from proxy and monitor"),
+                      self._group(REDIS_PORTS["redis"], ids["app"], "Redis from the app"),
+                      self._group(REDIS_PORTS["agent"], ids["proxy"], "metrics from the monitor"),
                       self._cidr(SSH_PORT, admin, "SSH from the admin CIDR")],
         }
         for group, wanted in rules.items():
@@ -233,10 +235,7 @@ class Ec2Provider(Provider):
         tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
         role = tags["Role"]
         host = raw.get("PrivateIpAddress") or raw.get("PublicIpAddress") or ""
-        ports = {"proxy": {"http": HTTP_PORT, "stats": STATS_PORT, "agent": AGENT_PORT,
-                           "smtp": 25},
-                 "redis": {"redis": REDIS_PORT, "agent": AGENT_PORT}}.get(
-                     role, {"http": APP_PORT, "check": APP_PORT + 1})
+        ports = machine_ports(role)
         return Instance(id=raw["InstanceId"], role=role, host=host, ports=ports,  # type: ignore[arg-type]
                         provider=self.name,
                         autoscaled=autoscaled or tags.get("Autoscaled") == "true")
@@ -344,16 +343,13 @@ class Ec2Provider(Provider):
             "ansible_ssh_private_key_file": str(
                 Path(self.settings.aws_private_key_file).expanduser()),
             "ansible_become": True,
-            "cdpipe_provider": self.name,
             "cdpipe_install_packages": True,
-            "cdpipe_instance_dir": "/opt/cdpipe",
-            "cdpipe_secrets_dir": str(self.settings.secrets_dir),
-            "app_repo": self.settings.app_repo,
-            "app_keep_releases": self.settings.keep_releases,
-            "proxy_canary_weight": self.settings.canary_weight,
-            "proxy_dir": "/opt/cdpipe/haproxy",
+            "cdpipe_instance_dir": INSTANCE_DIR,
+            "cdpipe_code_dir": f"{INSTANCE_DIR}/code",
+            "cdpipe_python": f"{INSTANCE_DIR}/code/venv/bin/python",
+            "proxy_dir": f"{INSTANCE_DIR}/haproxy",
+            "proxy_controller_config": f"{INSTANCE_DIR}/haproxy/controller.json",
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
-        return {"cdpipe_instance_id": instance.id, "cdpipe_address": instance.host,
-                "ansible_host": instance.host}
+        return {"ansible_host": instance.host}

@@ -62,7 +62,7 @@ def test_inventory_groups_roles_and_carries_deployed_refs(tmp_path: Path) -> Non
         inst = provider._plan(scratch, role, slot)  # type: ignore[arg-type]
         scratch.instances.append(inst)
     scratch.deployed = {"prod": "a" * 40, "canary": "b" * 40}
-    inv = build(scratch, provider)["all"]
+    inv = build(settings, scratch, provider)["all"]
     children = inv["children"]
     assert list(children["prod"]["hosts"]) == ["prod-1"]
     assert children["prod"]["hosts"]["prod-1"]["app_port"] == 30020
@@ -70,6 +70,10 @@ def test_inventory_groups_roles_and_carries_deployed_refs(tmp_path: Path) -> Non
     assert children["redis"]["hosts"]["redis-1"]["redis_port"] == 30010
     assert children["canary"]["vars"]["app_ref"] == "b" * 40
     assert inv["vars"]["ansible_connection"] == "local"
+    # The cross-host facts: where Redis is, for every role's one URL.
+    assert (inv["vars"]["cdpipe_redis_host"], inv["vars"]["cdpipe_redis_port"]) == (
+        "127.0.0.1", 30010)
+    assert "cdpipe_redis_url" in inv["vars"]
     # No secret is written into the inventory itself.
     assert "password" not in yaml.safe_dump(inv).replace("redis_password", "")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdpipe.flagvalues import InvalidFlagValue, bucket, parse
+from cdpipe_host.flagvalues import InvalidFlagValue, bucket, parse
 
 
 @pytest.mark.parametrize("raw", ["on", "ON", " true ", "1", "yes", "100%"])

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe.haproxy_runtime import ServerState
-from cdpipe.proxy_controller import (
-    Controller,
-    ControllerConfig,
-    Desired,
-    Server,
-    parse_servers,
-    render,
-)
+from cdpipe_host.haproxy import AdminState, OpState, ServerState
+from cdpipe_host.proxy.controller import Controller
+from cdpipe_host.proxy.desired import Desired, Server
+from cdpipe_host.proxy.render import parse_servers, render
+from cdpipe_host.proxy.settings import ControllerConfig
 
 BASE = """\
 global
@@ -87,7 +83,8 @@ def controller(tmp_path: Path) -> Controller:
 
 
 def state(name: str, weight: int, maint: bool = False) -> ServerState:
-    return ServerState(name, "127.0.0.1", 1, 2, 1 if maint else 0, weight)
+    admin = AdminState.FORCED_MAINT if maint else AdminState(0)
+    return ServerState(name, "127.0.0.1", 1, OpState.RUNNING, admin, weight)
 
 
 def test_runtime_kill_switch_and_weights(controller: Controller) -> None:

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from cdpipe.contract import haproxy_weights, read_alert, read_weight
+from cdpipe_host.proxy.desired import haproxy_weights
+from cdpipe_host.values import read_alert, read_weight
 
 
 @pytest.mark.parametrize(("percent", "prod", "canary"),

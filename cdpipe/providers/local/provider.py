@@ -1,7 +1,7 @@
 """Local provider: an instance is a sandbox directory plus its own ports on 127.0.0.1.
 
 Sandboxes live under ``<home>/instances/<id>/``; each runs its own supervisord (see
-``cdpipe.sandbox``). Instance ``n`` of the environment owns the port block
+``cdpipe.providers.local.sandbox``). Instance ``n`` of the environment owns the port block
 ``port_base + 10 * n`` .. ``+ 9``; the named ports of its role come first in that block.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.model import ROLE_PORTS, ROLES, Instance, Role
+from cdpipe.model import PORTS, ROLES, Instance, Role
 from cdpipe.providers.base import Provider
-from cdpipe.sandbox import Sandbox, bin_path
+from cdpipe.providers.local.sandbox import Sandbox, bin_path
 from cdpipe.state import State
 
 HOST = "127.0.0.1"
@@ -62,7 +62,7 @@ class LocalProvider(Provider):
         )
         instance_id = f"{role}-{number}"
         first = self.settings.port_base + 10 * slot
-        ports = {name: first + k for k, name in enumerate(ROLE_PORTS[role])}
+        ports = {name: first + k for k, name in enumerate(PORTS[role])}
         return Instance(
             id=instance_id, role=role, host=HOST, ports=ports, provider=self.name,
             directory=str(self.settings.instances_dir / instance_id),
@@ -129,22 +129,16 @@ class LocalProvider(Provider):
         return {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
-            "cdpipe_provider": self.name,
             "cdpipe_install_packages": False,
             "cdpipe_bind_address": HOST,
-            "cdpipe_secrets_dir": str(self.settings.secrets_dir),
+            # Host code runs on this checkout's Python (which has its dependencies),
+            # from the copy the code role ships into each sandbox.
+            "cdpipe_python": sys.executable,
             "service_supervisorctl": bin_path("supervisorctl"),
             "service_supervisor_config": "{{ cdpipe_instance_dir }}/supervisord.conf",
             "service_include_dir": "{{ cdpipe_instance_dir }}/supervisor.d",
             "service_log_dir": "{{ cdpipe_instance_dir }}/logs",
-            "app_repo": self.settings.app_repo,
             "app_python": str(Path(sys.base_prefix) / "bin" / "python3"),
-            "app_keep_releases": self.settings.keep_releases,
-            "proxy_canary_weight": self.settings.canary_weight,
-            "proxy_controller_python": sys.executable,
-            "proxy_controller_build_venv": False,
-            "agent_python": sys.executable,
-            "monitor_python": sys.executable,
             "monitor_local_smtp": True,
             "monitor_scale_command": [bin_path("cdpipe"), "scale"],
             "monitor_control_environment": {
@@ -155,19 +149,9 @@ class LocalProvider(Provider):
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
-        hv: dict[str, Any] = {
-            "cdpipe_instance_id": instance.id,
-            "cdpipe_instance_dir": instance.directory,
-            "cdpipe_address": instance.host,
-        }
+        hv: dict[str, Any] = {"cdpipe_instance_dir": instance.directory,
+                              "cdpipe_code_dir": f"{instance.directory}/code"}
         if instance.role == "proxy":
-            hv |= {"proxy_frontend_port": instance.ports["http"],
-                   "proxy_stats_port": instance.ports["stats"],
-                   "proxy_dir": f"{instance.directory}/haproxy",
-                   "agent_port": instance.ports["agent"],
-                   "monitor_smtp_port": instance.ports["smtp"]}
-        elif instance.role == "redis":
-            hv |= {"redis_port": instance.ports["redis"], "agent_port": instance.ports["agent"]}
-        else:
-            hv |= {"app_port": instance.ports["http"], "app_check_port": instance.ports["check"]}
+            hv["proxy_dir"] = f"{instance.directory}/haproxy"
+            hv["proxy_controller_config"] = f"{instance.directory}/haproxy/controller.json"
         return hv

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cdpipe.contract import OFF_WORDS, ON_WORDS
+from cdpipe_host.values import read_switch
 
 
 class InvalidFlagValue(ValueError):
@@ -41,11 +41,10 @@ def bucket(flag: str, user_id: str) -> int:
 
 
 def parse(raw: str) -> FlagValue:
+    switch = read_switch(raw)
+    if switch is not None:
+        return FlagValue(100.0 if switch else 0.0)
     value = raw.strip().lower()
-    if value in ON_WORDS:
-        return FlagValue(100.0)
-    if value in OFF_WORDS:
-        return FlagValue(0.0)
     if value.endswith("%"):
         try:
             percent = float(value[:-1])

@@ -2,7 +2,7 @@
 instance on ``GET /metrics`` (Prometheus text), like the app's ``instance_*`` gauges.
 
 Locally the instance is its sandbox: the process tree of its supervisor (the agent's
-parent). Usage: ``python -m cdpipe.metrics_agent --port P [--host H] [--scope host]``.
+parent). Usage: ``python -m cdpipe_host.metrics_agent --port P [--host H] [--scope host]``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from cdpipe.resource_usage import InstanceUsageCollector, ResourceUsage
+from cdpipe_host.resource_usage import InstanceUsageCollector, ResourceUsage
 
 
 class UsageCollector(InstanceUsageCollector):

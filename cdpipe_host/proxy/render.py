@@ -1,0 +1,31 @@
+"""haproxy.cfg as text: the base file plus one line per server (pure functions)."""
+
+from __future__ import annotations
+
+from cdpipe_host.proxy.desired import Desired, Server, weights
+
+ROLE_MARK = "#role="
+SERVERS_COMMENT = "    # servers: written by the proxy controller from Redis"
+
+
+def parse_servers(config_text: str) -> dict[str, Server]:
+    """Servers of the rendered file, from the lines this controller writes."""
+    servers: dict[str, Server] = {}
+    for line in config_text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "server" and ROLE_MARK in line:
+            role = line.rsplit(ROLE_MARK, 1)[1].strip()
+            servers[fields[1]] = Server(fields[1], fields[2], role)
+    return servers
+
+
+def render(base: str, servers: dict[str, Server], desired: Desired) -> str:
+    role_weight = weights(servers, desired)
+    lines = [base.rstrip("\n"), SERVERS_COMMENT]
+    for server in sorted(servers.values(), key=lambda s: (s.role != "prod", s.name)):
+        off = desired.held_out(server)
+        lines.append(
+            f"    server {server.name} {server.address} weight {role_weight[server.role]}"
+            f" cookie {server.name}{' disabled' if off else ''}  {ROLE_MARK}{server.role}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""The cross-host facts have one home (cdpipe's inventory, from cdpipe.model.PORTS and
+cdpipe_host): the role defaults and the AWS plugin inventory's group_vars, written by
+hand for people who use the roles without cdpipe, must agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from cdpipe import PROJECT_ROOT
+from cdpipe.config import Settings
+from cdpipe.inventory import REDIS_URL_TEMPLATE, common_vars
+from cdpipe.model import PORTS, machine_ports
+from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.runtime_control import format_redis_url
+from cdpipe.state import State
+from cdpipe_host.haproxy import APP_BACKEND
+from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
+
+ROLE_OF_VAR = {"proxy_frontend_port": "proxy", "proxy_stats_port": "proxy",
+               "agent_port": "agent", "monitor_smtp_port": "monitor",
+               "redis_port": "redis", "app_port": "app", "app_check_port": "app"}
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    path = PROJECT_ROOT / "roles" / role / "defaults" / "main.yml"
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("role", sorted(PORTS))
+def test_role_defaults_hold_the_machine_ports(role: str) -> None:
+    for name, (number, var) in PORTS[role].items():
+        assert role_defaults(ROLE_OF_VAR[var])[var] == number, (role, name)
+
+
+def test_role_defaults_hold_the_backend_and_the_canary_weight() -> None:
+    proxy = role_defaults("proxy")
+    assert proxy["proxy_backend"] == APP_BACKEND
+    assert proxy["proxy_canary_weight"] == DEFAULT_CANARY_WEIGHT
+
+
+def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> None:
+    group_vars = yaml.safe_load(
+        (PROJECT_ROOT / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+    settings = Settings(home=tmp_path)
+    provider = Ec2Provider(settings)
+    generated = common_vars(settings, State(), provider) | provider.inventory_vars()
+    generated["cdpipe_redis_port"] = machine_ports("redis")["redis"]
+    for key in ("cdpipe_redis_password", "cdpipe_redis_url", "cdpipe_code_dir",
+                "cdpipe_python", "cdpipe_instance_dir", "proxy_dir", "proxy_backend",
+                "proxy_controller_config", "proxy_canary_weight", "cdpipe_redis_port",
+                "app_keep_releases", "cdpipe_install_packages", "cdpipe_provider"):
+        assert group_vars[key] == generated[key], key
+
+
+@pytest.mark.parametrize("password", ["plain-Token_1", "p@ss:w/rd%20 +"])
+def test_the_inventory_url_is_the_cli_url(password: str) -> None:
+    """Ansible renders the inventory's URL with Jinja's urlencode; the CLI with
+    urllib's quote: a password with @ : / % must come out the same in both."""
+    env = jinja2.Environment()
+    rendered = env.from_string(REDIS_URL_TEMPLATE).render(
+        cdpipe_redis_password=password, cdpipe_redis_host="10.0.0.5", cdpipe_redis_port=6379)
+    assert rendered == format_redis_url("10.0.0.5", 6379, password)
