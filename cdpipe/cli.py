@@ -16,6 +16,7 @@ from cdpipe import canary, config, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
+from cdpipe_host.keys import CANARY_ALERT, flag_key
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -88,7 +89,7 @@ def up(
     redis_server = env.state.of_role("redis")[0]
     console.print(
         f"        REDISCLI_AUTH=$(cat {env.settings.secrets_dir}/redis_password) "
-        f"redis-cli -p {redis_server.ports['redis']} SET flag:hiddenfeature on",
+        f"redis-cli -p {redis_server.ports['redis']} SET {flag_key('hiddenfeature')} on",
         markup=False, soft_wrap=True,
     )
     console.print(f"        {_cdpipe_command()} status", markup=False)
@@ -129,7 +130,8 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     console.print(f"flags: {flags}", markup=False)
 
 
-flag_app = typer.Typer(help="Feature flags (Redis keys flag:<name>).", no_args_is_help=True)
+flag_app = typer.Typer(help=f"Feature flags (Redis keys {flag_key('<name>')}).",
+                       no_args_is_help=True)
 canary_app = typer.Typer(help="The canary: status, kill switch, promote, rollback.",
                          no_args_is_help=True)
 app.add_typer(flag_app, name="flag")
@@ -145,7 +147,7 @@ def _redis() -> runtime_control.redis.Redis:
 def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%")]) -> None:
     """Set a flag: on, off or N% of users."""
     stored = runtime_control.set_flag(_redis(), name, value)
-    console.print(f"flag:{name} = {stored}", markup=False)
+    console.print(f"{flag_key(name)} = {stored}", markup=False)
 
 
 @flag_app.command("list")
@@ -179,14 +181,14 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 def canary_alert() -> None:
     """Raise the canary alert: the canary gets no new request, at once."""
     runtime_control.set_alert(_redis(), True)
-    console.print("canary:alert = on (the canary receives no traffic)")
+    console.print(f"{CANARY_ALERT} = on (the canary receives no traffic)", markup=False)
 
 
 @canary_app.command("clear")
 def canary_clear() -> None:
     """Clear the canary alert: the canary gets its share again."""
     runtime_control.set_alert(_redis(), False)
-    console.print("canary:alert = off")
+    console.print(f"{CANARY_ALERT} = off", markup=False)
 
 
 @canary_app.command("promote")

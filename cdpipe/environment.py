@@ -16,6 +16,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, Role
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
+from cdpipe_host import discovery
 from cdpipe_host.keys import servers_key
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
@@ -154,9 +155,11 @@ class Environment:
     def _unregister(self, instance_id: str) -> None:
         r = runtime_control.client(self.settings, self.state)
         try:
-            r.hdel(servers_key("prod"), instance_id)
+            discovery.deregister(r, "prod", instance_id)
+        except discovery.DrainRefused as exc:
+            raise CdpipeError(str(exc)) from None
         except runtime_control.redis.RedisError as exc:
-            raise CdpipeError(f"cannot update servers:prod: {exc}") from None
+            raise CdpipeError(f"cannot update {servers_key('prod')}: {exc}") from None
 
     def _playbook(self, playbook: str, extra: dict[str, str],
                   limit: str | None = None) -> PlaybookResult:

@@ -1,0 +1,69 @@
+"""The proxy host's one-shot commands (what Ansible runs there) against a real
+redis-server: the canary's initial weight, register, and drain with its guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, servers_key
+
+
+@pytest.fixture
+def proxy_cli(redis_server: tuple[int, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Runs ``python -m cdpipe_host.proxy CONFIG ...``; no HAProxy runs, so the waits for
+    a server to leave see it gone at once, and registering is tried with --no-wait."""
+    port, password = redis_server
+    config = tmp_path / "controller.json"
+    config.write_text(json.dumps({
+        "redis_url": f"redis://default:{password}@127.0.0.1:{port}/0",
+        "base_file": str(tmp_path / "base.cfg"), "config_file": str(tmp_path / "haproxy.cfg"),
+        "socket": str(tmp_path / "none.sock"), "reload_command": "true"}))
+    r = redis.Redis(port=port, password=password, decode_responses=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cdpipe_host.proxy", str(config), *args],
+                              capture_output=True, text=True, timeout=30, check=False)
+    return run, r
+
+
+def test_initial_weight_is_set_once_and_an_operators_value_stays(proxy_cli) -> None:  # type: ignore[no-untyped-def]
+    run, r = proxy_cli
+    assert run("init-weight", "10").stdout.strip() == "changed"
+    assert r.get(CANARY_WEIGHT) == "10"
+    r.set(CANARY_WEIGHT, "25")  # the operator's choice
+    assert run("init-weight", "10").stdout.strip() == "unchanged"
+    assert r.get(CANARY_WEIGHT) == "25"
+    bad = run("init-weight", "150")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_register_is_idempotent(proxy_cli) -> None:  # type: ignore[no-untyped-def]
+    run, r = proxy_cli
+    args = ("register", "prod-1", "--role", "prod", "--address", "127.0.0.1:9001", "--no-wait")
+    assert run(*args).stdout.strip() == "changed"
+    assert run(*args).stdout.strip() == "unchanged"
+    assert r.hgetall(servers_key("prod")) == {"prod-1": "127.0.0.1:9001"}
+
+
+def test_drain_refuses_to_empty_the_backend(proxy_cli) -> None:  # type: ignore[no-untyped-def]
+    run, r = proxy_cli
+    r.hset(servers_key("prod"), "prod-1", "127.0.0.1:9001")
+    r.hset(servers_key("canary"), "canary-1", "127.0.0.1:9002")
+    r.set(CANARY_ALERT, "on")  # the canary takes no traffic: prod-1 is all there is
+    refused = run("drain", "prod-1", "--role", "prod", "--timeout", "1")
+    assert refused.returncode == 3
+    assert "would leave no server in rotation" in refused.stderr
+    assert r.hget(servers_key("prod"), "prod-1") == "127.0.0.1:9001"
+    r.set(CANARY_ALERT, "off")
+    drained = run("drain", "prod-1", "--role", "prod", "--timeout", "1")
+    assert (drained.returncode, drained.stdout.strip()) == (0, "changed")
+    assert r.hget(servers_key("prod"), "prod-1") is None
+    # The canary is the last server in rotation now: draining it is refused too.
+    assert run("drain", "canary-1", "--role", "canary", "--timeout", "1").returncode == 3
+    assert run("drain", "prod-1", "--role", "prod").stdout.strip() == "unchanged"
