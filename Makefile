@@ -25,7 +25,7 @@ demo: setup
 test: setup
 	scripts/bootstrap
 	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench
+	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit
 	$(BIN)/ansible-lint --nocolor playbooks/ roles/
 	$(BIN)/pytest
 
@@ -37,7 +37,7 @@ e2e: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench
+	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit
 	$(BIN)/ansible-lint playbooks/ roles/
 
 # The Jenkins stages, in Jenkins' order, deploying to the local provider.

@@ -19,9 +19,9 @@ import yaml
 from aiohttp import web
 
 from bench.scratch_env import CDPIPE, BenchEnv
+from devkit import free_port
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
-from tests.support import free_port
 
 # An app-like /metrics answer (about 50 lines, as the app's).
 PAYLOAD = "\n".join(

@@ -14,7 +14,7 @@ import requests
 
 from app.flags import FlagCache
 from bench.scratch_env import CDPIPE, BenchEnv
-from tests.support import free_port
+from devkit import free_port
 
 
 def _percentile(values: list[float], pct: float) -> float:

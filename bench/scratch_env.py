@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
+from devkit import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

@@ -1,0 +1,38 @@
+"""devkit is what tests and benchmarks share; bench imports it, never tests."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import devkit
+import tests.support
+from cdpipe import PROJECT_ROOT
+
+SHARED = ["cdpipe_env", "commit_change", "free_port", "free_port_block", "git", "git_init",
+          "make_scratch_repo"]
+
+
+def test_tests_support_gives_the_devkit_helpers() -> None:
+    assert sorted(devkit.__all__) == SHARED
+    for name in SHARED:
+        assert getattr(tests.support, name) is getattr(devkit, name), name
+
+
+def test_bench_and_devkit_import_nothing_of_tests() -> None:
+    for package in ("bench", "devkit"):
+        for path in sorted((PROJECT_ROOT / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n == "tests" or n.startswith("tests.") for n in names), (
+                    f"{path.relative_to(PROJECT_ROOT)} imports {names}")
+    # Nor indirectly: every bench module imported, no module of tests is loaded.
+    modules = [f"bench.{p.stem}" for p in sorted((PROJECT_ROOT / "bench").glob("*.py"))]
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m == 'tests' or m.startswith('tests.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+

@@ -1,0 +1,118 @@
+"""cdpipe.secrets: generated once into files only the owner reads, kept across runs, and
+overridden (and written through) by CDPIPE_* variables, as Jenkins' credentials
+bindings set them."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdpipe import secrets
+
+NAMES = ("redis_password", "stats_password")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in NAMES:
+        monkeypatch.delenv(f"CDPIPE_{name.upper()}", raising=False)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: modes must come from the code, not the umask."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_ensure_creates_0600_files_in_a_0700_dir(tmp_path: Path, open_umask: None) -> None:
+    d = tmp_path / "home" / "secrets"
+    values = secrets.ensure(d)
+    assert set(values) == set(NAMES)
+    assert mode(d) == 0o700
+    assert sorted(p.name for p in d.iterdir()) == sorted(NAMES)
+    for name in NAMES:
+        assert mode(d / name) == 0o600, name
+        assert (d / name).read_text() == values[name] + "\n"
+        assert len(values[name]) >= 32 and values[name].isascii()
+        assert secrets.read(d, name) == values[name]
+    assert values["redis_password"] != values["stats_password"]
+
+
+def test_an_existing_open_dir_is_closed_to_others(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    secrets.ensure(d)
+    assert mode(d) == 0o700
+
+
+def test_values_are_kept_across_calls(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    first = secrets.ensure(d)
+    written = {name: (d / name).stat().st_mtime_ns for name in NAMES}
+    assert secrets.ensure(d) == first
+    assert secrets.ensure(d) == first
+    assert {name: (d / name).stat().st_mtime_ns for name in NAMES} == written  # not rewritten
+    assert secrets.read(d, "redis_password") == first["redis_password"]
+
+
+def test_read_of_a_missing_secret_is_none(tmp_path: Path) -> None:
+    assert secrets.read(tmp_path, "redis_password") is None
+    assert secrets.read(tmp_path / "nowhere", "stats_password") is None
+
+
+def test_the_environment_overrides_and_is_written_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "secrets"
+    generated = secrets.ensure(d)
+    monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "from-jenkins")
+    values = secrets.ensure(d)
+    assert values["redis_password"] == "from-jenkins"
+    assert values["stats_password"] == generated["stats_password"]  # the other one stays
+    # Written through: Ansible reads the file (cdpipe_secrets_dir/redis_password).
+    assert (d / "redis_password").read_text() == "from-jenkins\n"
+    assert secrets.read(d, "redis_password") == "from-jenkins"
+    assert mode(d / "redis_password") == 0o600
+
+    # Without the variable, the value it set is the one kept (not a new random one).
+    monkeypatch.delenv("CDPIPE_REDIS_PASSWORD")
+    assert secrets.ensure(d)["redis_password"] == "from-jenkins"
+
+
+def test_the_environment_on_a_first_run_makes_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: None) -> None:
+    d = tmp_path / "secrets"
+    monkeypatch.setenv("CDPIPE_STATS_PASSWORD", "s3cret/with+chars")
+    values = secrets.ensure(d)
+    assert values["stats_password"] == "s3cret/with+chars"
+    assert (d / "stats_password").read_text() == "s3cret/with+chars\n"
+    assert mode(d / "stats_password") == 0o600
+
+
+def test_an_empty_variable_does_not_override(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "secrets"
+    generated = secrets.ensure(d)
+    monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "")
+    assert secrets.ensure(d) == generated
+
+
+def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "redis_password").write_text("kept\n")
+    (d / "redis_password").chmod(0o644)
+    assert secrets.ensure(d)["redis_password"] == "kept"
+    assert (d / "redis_password").stat().st_mode & 0o777 == 0o600
