@@ -125,12 +125,16 @@ class Environment:
             self.show(f"created {new.id} at {new.url()}; deploying {commit[:12]}")
             try:
                 self._playbook("scale.yml", {"app_ref": commit}, limit=new.id)
-            except CdpipeError:
-                # Nothing half-done stays: the instance goes, the server list is as it was.
-                self._unregister(new.id)
+            except CdpipeError as failure:
+                # Nothing half-done stays: the instance goes, the server list is as it was
+                # (and a Redis error on the way neither keeps it nor hides the failure).
+                try:
+                    self._unregister(new.id)
+                except CdpipeError as exc:
+                    self.show(f"{new.id}: could not leave {servers_key('prod')} ({exc})")
                 self.provider.terminate(self.state, new)
                 self.save()
-                raise
+                raise failure
             return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
 
     def scale_in(self, wait_seconds: float = 120) -> str | None:

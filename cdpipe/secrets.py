@@ -30,6 +30,7 @@ def ensure(secrets_dir: Path) -> dict[str, str]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(value + "\n")
+        path.chmod(0o600)  # also a file made earlier, or by hand, with looser bits
         values[name] = value
     return values
 

@@ -60,9 +60,14 @@ class ServerState:
         return AdminState.FORCED_MAINT in self.admin_state
 
     @property
+    def draining(self) -> bool:
+        return bool(self.admin_state & (AdminState.FORCED_DRAIN | AdminState.INHERITED_DRAIN))
+
+    @property
     def in_rotation(self) -> bool:
-        """Running and not held in maintenance: it takes new requests."""
-        return self.op_state == OpState.RUNNING and not self.in_maintenance
+        """Running, neither in maintenance nor draining: it takes new requests."""
+        return (self.op_state == OpState.RUNNING and not self.in_maintenance
+                and not self.draining)
 
 
 @dataclass(frozen=True)
