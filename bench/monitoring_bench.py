@@ -33,7 +33,9 @@ PAYLOAD = "\n".join(
 
 
 def serve_endpoints(ports: list[int], stop: threading.Event) -> threading.Thread:
-    async def handler(_: web.Request) -> web.Response:
+    async def handler(request: web.Request) -> web.Response:
+        if request.path.startswith("/slow"):
+            await asyncio.sleep(3)  # a slow endpoint: answers after a monitor's timeout
         return web.Response(text=PAYLOAD)
 
     async def main() -> None:

@@ -26,15 +26,18 @@ __all__ = ["cdpipe_env", "commit_change", "free_port", "free_port_block", "git",
            "maildir_subjects", "make_scratch_repo", "wait_until"]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str = "condition",
-               interval: float = 0.05) -> float:
-    """Seconds until check() held; the test fails after timeout."""
+def wait_until(check: Callable[[], bool], timeout: float,
+               what: str | Callable[[], str] = "condition", interval: float = 0.05) -> float:
+    """Seconds until check() held, polled every ``interval``; after ``timeout`` the test
+    fails saying what was awaited (``what``, or what it returns then: the last state)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if check():
             return time.monotonic() - started
         time.sleep(interval)
-    pytest.fail(f"{what}: not within {timeout}s")
+    if check():  # a last look: the deadline may have passed while check() ran
+        return time.monotonic() - started
+    pytest.fail(f"{what() if callable(what) else what}: not within {timeout}s")
 
 
 def maildir_subjects(path: Path) -> list[str]:

@@ -83,3 +83,48 @@ def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
         yield local
     finally:
         local.cdpipe("down", check=False)
+
+
+# -- order made explicit --------------------------------------------------------------
+# No test relies on what an earlier one left: those that need a state get it from a
+# fixture below (which restores the clean state after them); the session's environment
+# is reset between tests, not restarted. The one test that takes it down runs after
+# every test that uses it, whatever the order of the files or of the command line.
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "takes_env_down: takes the session's environment down; runs after "
+                   "every other test that uses local_env")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last = [i for i in items if i.get_closest_marker("takes_env_down")]
+    if not last:
+        return
+    rest = [i for i in items if i not in last]
+    users = [n for n, i in enumerate(rest) if "local_env" in getattr(i, "fixturenames", ())]
+    at = users[-1] + 1 if users else len(rest)
+    items[:] = rest[:at] + last + rest[at:]
+
+
+@pytest.fixture
+def clean_env(local_env: LocalEnv) -> Iterator[LocalEnv]:
+    """The environment as `cdpipe up --ref new` left it, whatever ran before: prod and
+    canary on `new`, Redis running, no flag, no canary alert, the canary weight at its
+    default, no server but the inventory's (seen in force in the apps and in HAProxy);
+    and the same again after the test."""
+    from tests.e2e.observe import reset_runtime, serve_commit, status
+
+    def reset() -> None:
+        report = status(local_env)  # read once: `cdpipe status` takes half a second
+        reset_runtime(local_env, report)
+        serve_commit(local_env, local_env.new, report)
+    reset()
+    yield local_env
+    reset()
+
+
+@pytest.fixture
+def canary_on_old(clean_env: LocalEnv) -> LocalEnv:
+    """A clean environment whose canary runs the older commit `old`."""
+    clean_env.cdpipe("deploy", "--ref", clean_env.old, "--target", "canary")
+    return clean_env

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +14,12 @@ import pytest
 import requests
 
 from tests.e2e.conftest import LocalEnv
+from tests.e2e.observe import health, wait_answers
+from tests.support import wait_until
 
-pytestmark = pytest.mark.e2e
+# Each test starts from the environment as `up --ref new` left it (clean_env), whatever
+# ran before it, and leaves it so.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_env")]
 
 
 def status(env: LocalEnv) -> dict:  # type: ignore[type-arg]
@@ -31,7 +34,10 @@ def test_status_reports_the_contract_keys(local_env: LocalEnv) -> None:
     report = status(local_env)
     assert report["provider"] == "local"
     assert report["proxy"]["url"] == local_env.proxy_url
-    assert report["redis"]["url"].startswith("redis://:")  # carries its password
+    # It carries its password, as the `default` user (format_redis_url: redis-cli 7
+    # refuses an empty user).
+    assert report["redis"]["url"].startswith("redis://default:")
+    assert "@" in report["redis"]["url"]
     roles = sorted(i["role"] for i in report["instances"])
     assert roles == ["canary", "prod", "proxy", "redis"]
     assert all(i["healthy"] for i in report["instances"])
@@ -60,13 +66,12 @@ def test_hiddenfeature_follows_redis_flag(local_env: LocalEnv) -> None:
 
     client = redis.Redis.from_url(report["redis"]["url"])
     assert requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code == 404
-    client.set("flag:hiddenfeature", "on")
-    try:
-        codes = {requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code
-                 for _ in range(6)}
-        assert codes == {200}
-    finally:
-        client.delete("flag:hiddenfeature")
+    client.set("flag:hiddenfeature", "on")  # clean_env removes it after the test
+    # Served by every instance (their caches hear of the SET), then through the proxy.
+    wait_answers([local_env.url(2), local_env.url(3)], "/hiddenfeature", 200)
+    codes = {requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code
+             for _ in range(6)}
+    assert codes == {200}
     # Redis refuses clients without the password.
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=local_env.port_base + 10).get("flag:hiddenfeature")
@@ -119,22 +124,19 @@ def test_killed_gunicorn_comes_back(local_env: LocalEnv) -> None:
     pid = int(subprocess.run([*ctl, "pid", "app"], capture_output=True, text=True,
                              check=True).stdout.strip())
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            resp = requests.get(local_env.url(2) + "/healthz", timeout=1)
-            new_pid = subprocess.run([*ctl, "pid", "app"], capture_output=True, text=True,
-                                     check=False).stdout.strip()
-            if resp.status_code == 200 and new_pid.isdigit() and int(new_pid) != pid:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    pytest.fail("prod's gunicorn did not come back within 30 s")
+
+    def back() -> bool:
+        new_pid = subprocess.run([*ctl, "pid", "app"], capture_output=True, text=True,
+                                 check=False).stdout.strip()
+        return (new_pid.isdigit() and int(new_pid) not in (0, pid)
+                and health(local_env.url(2)).get("status") == "ok")
+    wait_until(back, 30, "prod's gunicorn restarted by supervisor (a new pid) and answering "
+               "/healthz", interval=0.2)
 
 
-def test_up_again_converges_without_changes(local_env: LocalEnv) -> None:
-    # prod runs `new`; canary runs `old` by now: put both on `new`, then once more.
+def test_up_again_converges_without_changes(canary_on_old: LocalEnv) -> None:
+    local_env = canary_on_old
+    # The canary runs `old` (the fixture deployed it): put both on `new`, then once more.
     local_env.cdpipe("up", "--ref", local_env.new)
     out = local_env.cdpipe("up", "--ref", local_env.new)
     assert "site.yml: 0 changed" in out.stdout

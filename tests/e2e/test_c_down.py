@@ -13,7 +13,8 @@ from tests.e2e.conftest import LocalEnv
 pytestmark = pytest.mark.e2e
 
 
-def test_zz_down_leaves_nothing_running(local_env: LocalEnv) -> None:
+@pytest.mark.takes_env_down  # conftest runs it after every other test of local_env
+def test_down_leaves_nothing_running(local_env: LocalEnv) -> None:
     home = str(local_env.home)
     local_env.cdpipe("down")
     leftovers = []

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 BIN = Path(sys.executable).parent
 XENIAL = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"  # one of moto's AMIs
@@ -33,13 +32,14 @@ def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
+            requests.get(url + "/moto-api/", timeout=1)  # any HTTP answer: it listens
+            return True
         except requests.RequestException:
-            time.sleep(0.1)
+            return False
+    wait_until(answers, 30, "the moto server answering /moto-api/", interval=0.1)
     key = tmp_path / "id_test.pub"
     key.write_text("ssh-ed25519 "
                    "AAAAC3NzaC1lZDI1NTE5AAAAIBu2F8QmUuC1PfIQYTlwDvDPVDSNWUZOsUnhrstlTv3v test\n")
