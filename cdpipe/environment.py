@@ -78,7 +78,11 @@ class Environment:
             self.show(f"provisioning {self.provider.name} instances")
             self.provision()
             self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
-            result = self._playbook("site.yml", {"app_ref": sha})
+            extra = {"app_ref": sha}
+            if not self.state.deployed:
+                # Nothing serves yet: no server to keep in rotation, deploy all at once.
+                extra["app_deploy_batch"] = "100%"
+            result = self._playbook("site.yml", extra)
             for role in APP_ROLES:
                 self.state.deployed[role] = sha
             self.save()
