@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from bench.scratch_env import CDPIPE, BenchEnv
+from cdpipe_host.keys import MONITOR_ALERTS, MONITOR_OUTBOX, flag_key
 from devkit import free_port
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
@@ -78,7 +79,7 @@ def poll_cycles(redis_url: str, counts: tuple[int, ...] = (50, 200, 1000)
                 samples = asyncio.run(monitor.cycle())
                 times.append(time.perf_counter() - started)
                 assert all(s.ok for s in samples), [s.error for s in samples if not s.ok][:3]
-            monitor.r.delete("monitor:alerts", "monitor:outbox")
+            monitor.r.delete(MONITOR_ALERTS, MONITOR_OUTBOX)
             rows.append((count, statistics.median(times), rss_of_monitor(cfg)))
     finally:
         stop.set()
@@ -127,7 +128,7 @@ def breach_to_serving(env: BenchEnv) -> tuple[float, float]:
     import redis
 
     r = redis.Redis.from_url(status["redis"]["url"], decode_responses=True)
-    r.set("flag:cpuburn", "on")
+    r.set(flag_key("cpuburn"), "on")
     stop = threading.Event()
 
     def burn() -> None:
@@ -152,7 +153,7 @@ def breach_to_serving(env: BenchEnv) -> tuple[float, float]:
         took = time.perf_counter() - t0
     finally:
         stop.set()
-        r.set("flag:cpuburn", "off")
+        r.set(flag_key("cpuburn"), "off")
     return took, took - interval * polls
 
 

@@ -14,6 +14,7 @@ import requests
 
 from app.flags import FlagCache
 from bench.scratch_env import CDPIPE, BenchEnv
+from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
 from devkit import free_port
 
 
@@ -36,7 +37,7 @@ def flag_check_cost(checks: int = 20_000) -> tuple[float, float]:
             deadline = time.monotonic() + 5
             while True:
                 try:
-                    client.set("flag:bench", "50%")
+                    client.set(flag_key("bench"), "50%")
                     break
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
@@ -51,7 +52,7 @@ def flag_check_cost(checks: int = 20_000) -> tuple[float, float]:
                 cache.enabled("bench", uid)
                 cached.append(time.perf_counter_ns() - t)
                 t = time.perf_counter_ns()
-                client.get("flag:bench")
+                client.get(flag_key("bench"))
                 direct.append(time.perf_counter_ns() - t)
             cache.close()
         finally:
@@ -75,13 +76,13 @@ def flag_propagation(env: BenchEnv, rounds: int = 60) -> list[float]:
         for n in range(rounds):
             value, want = ("on", 200) if n % 2 == 0 else ("off", 404)
             t0 = time.perf_counter()
-            r.set("flag:hiddenfeature", value)
+            r.set(flag_key("hiddenfeature"), value)
             while session.get(url, headers={"X-User-Id": "bench"}, timeout=5).status_code != want:
                 if time.perf_counter() - t0 > 5:
                     raise SystemExit("bench: flag never propagated")
             latencies.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.05)
-    r.delete("flag:hiddenfeature")
+    r.delete(flag_key("hiddenfeature"))
     return latencies
 
 
@@ -94,10 +95,10 @@ def alert_propagation(env: BenchEnv, rounds: int = 30, run: int = 12) -> list[fl
     latencies = []
     with requests.Session() as session:
         for _ in range(rounds):
-            r.set("canary:alert", "off")
+            r.set(CANARY_ALERT, "off")
             time.sleep(0.3)
             t0 = time.perf_counter()
-            r.set("canary:alert", "on")
+            r.set(CANARY_ALERT, "on")
             streak_start, streak = None, 0
             while streak < run:
                 session.cookies.clear()
@@ -112,7 +113,7 @@ def alert_propagation(env: BenchEnv, rounds: int = 30, run: int = 12) -> list[fl
                     raise SystemExit("bench: canary alert never took effect")
             assert streak_start is not None
             latencies.append(max(0.0, streak_start - t0) * 1000)
-    r.set("canary:alert", "off")
+    r.set(CANARY_ALERT, "off")
     return latencies
 
 
@@ -123,14 +124,14 @@ def canary_share(env: BenchEnv, weights: tuple[int, ...] = (5, 33, 50),
     out = []
     with requests.Session() as session:
         for weight in weights:
-            r.set("canary:weight", str(weight))
+            r.set(CANARY_WEIGHT, str(weight))
             time.sleep(0.3)
             canary = 0
             for _ in range(requests_per_weight):
                 session.cookies.clear()
                 canary += session.get(url, timeout=5).json()["role"] == "canary"
             out.append((weight, 100 * canary / requests_per_weight))
-    r.delete("canary:weight")
+    r.delete(CANARY_WEIGHT)
     return out
 
 

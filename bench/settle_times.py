@@ -31,6 +31,7 @@ from bench.monitoring_bench import serve_endpoints
 from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
+from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
 from devkit import commit_change, free_port, git
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
@@ -85,12 +86,12 @@ def cache_notification(rounds: int = 200, warm_up: int = 5) -> tuple[list[float]
             for n in range(warm_up + rounds):
                 value, want = ("on", True) if n % 2 == 0 else ("off", False)
                 t0 = time.perf_counter()
-                writer.set("flag:latency", value)
+                writer.set(flag_key("latency"), value)
                 took = until(lambda: cache.enabled("latency") == want,  # noqa: B023
                              t0, "the flag cache seeing the change", 5)
                 t0 = time.perf_counter()
-                writer.set("flag:baseline", value)
-                reader.get("flag:baseline")
+                writer.set(flag_key("baseline"), value)
+                reader.get(flag_key("baseline"))
                 base = time.perf_counter() - t0
                 if n >= warm_up:
                     cached.append(took * 1000)
@@ -120,10 +121,10 @@ def flag_everywhere(env: BenchEnv, rounds: int = 40) -> list[float]:
                                              timeout=5).status_code != want]  # noqa: B023
                 return not pending  # noqa: B023
             t0 = time.perf_counter()
-            r.set("flag:hiddenfeature", value)
+            r.set(flag_key("hiddenfeature"), value)
             latencies.append(1000 * until(served, t0, "the flag on every instance", 5))
             time.sleep(0.05)  # pacing between rounds
-    r.delete("flag:hiddenfeature")
+    r.delete(flag_key("hiddenfeature"))
     return latencies
 
 
@@ -146,18 +147,18 @@ def alert_in_haproxy(env: BenchEnv, rounds: int = 30) -> tuple[list[float], list
     in maintenance (what the end-to-end tests wait for before judging requests), and
     from off to the canary back in rotation."""
     r = _redis(env)
-    canary = sorted(r.hkeys("servers:canary"))[0]
+    canary = sorted(r.hkeys(servers_key("canary")))[0]
     servers = _backend(env)
     out, back = [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        r.set("canary:alert", "on")
+        r.set(CANARY_ALERT, "on")
         out.append(1000 * until(
             lambda: canary in (s := servers()) and s[canary].in_maintenance, t0,
             "the canary in maintenance", interval=0.001))
         time.sleep(0.3)  # pacing: the controller ends its pass (haproxy.cfg) first
         t0 = time.perf_counter()
-        r.set("canary:alert", "off")
+        r.set(CANARY_ALERT, "off")
         back.append(1000 * until(
             lambda: canary in (s := servers()) and s[canary].in_rotation, t0,
             "the canary back in rotation", interval=0.001))
@@ -192,12 +193,12 @@ def server_membership(env: BenchEnv, rounds: int = 5) -> dict[str, list[float]]:
         until(answers, time.perf_counter(), "the extra gunicorn answering", interval=0.05)
         for _ in range(rounds):
             t0 = time.perf_counter()
-            r.hset("servers:prod", name, f"127.0.0.1:{port}")
+            r.hset(servers_key("prod"), name, f"127.0.0.1:{port}")
             figures["in rotation"].append(1000 * until(
                 lambda: name in (s := servers()) and s[name].in_rotation, t0,
                 "the extra server in rotation", interval=0.001))
             t0 = time.perf_counter()
-            r.hdel("servers:prod", name)
+            r.hdel(servers_key("prod"), name)
             figures["held out"].append(1000 * until(
                 lambda: name not in (s := servers()) or s[name].in_maintenance, t0,
                 "the extra server held out", interval=0.001))
@@ -206,7 +207,7 @@ def server_membership(env: BenchEnv, rounds: int = 5) -> dict[str, list[float]]:
                 "the extra server removed", interval=0.001))
             time.sleep(0.3)  # pacing: the controller ends its pass first
     finally:
-        r.hdel("servers:prod", name)
+        r.hdel(servers_key("prod"), name)
         proc.terminate()
         proc.wait(15)
     return figures
@@ -239,7 +240,7 @@ def slow_target_cycle(redis_url: str, rounds: int = 3) -> dict[str, float]:
                 samples = asyncio.run(monitor.cycle())
                 cycles.append(time.perf_counter() - started)
                 answers.append(next(s.seconds for s in samples if s.target_id == "fast"))
-                monitor.r.hdel("monitor:alerts", *[f"instance-down/{i}" for i, _ in targets])
+                monitor.r.hdel(MONITOR_ALERTS, *[f"instance-down/{i}" for i, _ in targets])
             out[f"cycle, {label}"] = statistics.median(cycles)
             out[f"fast endpoint, {label}"] = statistics.median(answers)
     finally:
@@ -312,14 +313,14 @@ def canary_judgement(env: BenchEnv) -> float:
     for w in workers:
         w.start()
     try:
-        return until(lambda: r.get("canary:alert") == "on", t0, "the canary alert", 120,
+        return until(lambda: r.get(CANARY_ALERT) == "on", t0, "the canary alert", 120,
                      interval=0.05)
     finally:
         stop.set()
         for w in workers:
             w.join(10)
         env.cdpipe("canary", "rollback")
-        r.set("canary:alert", "off")
+        r.set(CANARY_ALERT, "off")
 
 
 def report(env: BenchEnv) -> None:
