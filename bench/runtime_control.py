@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import tempfile
 import time
 
 import redis
@@ -15,7 +14,7 @@ import requests
 from app.flags import FlagCache
 from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
-from devkit import free_port
+from devkit.redis_server import scratch_redis
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -25,39 +24,21 @@ def _percentile(values: list[float], pct: float) -> float:
 
 def flag_check_cost(checks: int = 20_000) -> tuple[float, float]:
     """Median microseconds of one check: the app's cache vs a Redis GET per check."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "b",
-             "--save", "", "--appendonly", "no", "--dir", tmp,
-             "--notify-keyspace-events", "KA"], stdout=subprocess.DEVNULL)
-        try:
-            url = f"redis://:b@127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(url, decode_responses=True)
-            deadline = time.monotonic() + 5
-            while True:
-                try:
-                    client.set(flag_key("bench"), "50%")
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            cache = FlagCache(url)
-            cache.enabled("bench", "warm-up")
-            cached, direct = [], []
-            for n in range(checks):
-                uid = f"user-{n}"
-                t = time.perf_counter_ns()
-                cache.enabled("bench", uid)
-                cached.append(time.perf_counter_ns() - t)
-                t = time.perf_counter_ns()
-                client.get(flag_key("bench"))
-                direct.append(time.perf_counter_ns() - t)
-            cache.close()
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with scratch_redis() as url:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        client.set(flag_key("bench"), "50%")
+        cache = FlagCache(url)
+        cache.enabled("bench", "warm-up")
+        cached, direct = [], []
+        for n in range(checks):
+            uid = f"user-{n}"
+            t = time.perf_counter_ns()
+            cache.enabled("bench", uid)
+            cached.append(time.perf_counter_ns() - t)
+            t = time.perf_counter_ns()
+            client.get(flag_key("bench"))
+            direct.append(time.perf_counter_ns() - t)
+        cache.close()
     return statistics.median(cached) / 1000, statistics.median(direct) / 1000
 
 

@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
 from devkit import commit_change, free_port, git
+from devkit.redis_server import scratch_redis
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
 
@@ -55,51 +55,33 @@ def _status(env: BenchEnv) -> dict:  # type: ignore[type-arg]
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url).ping())
-    except redis.ConnectionError:
-        return False
-
-
 # -- flags ----------------------------------------------------------------------------
 def cache_notification(rounds: int = 200, warm_up: int = 5) -> tuple[list[float], list[float]]:
     """Milliseconds from `SET flag:latency` to the app's flag cache (FlagCache, in this
     process) serving the new value: the keyspace notification's path (the full resync
     is 30 s away). Baseline, the same rounds: `SET` then `GET` of a value by a second
     client (one Redis round trip more than the SET)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "b",
-             "--save", "", "--appendonly", "no", "--dir", tmp,
-             "--notify-keyspace-events", "KA"], stdout=subprocess.DEVNULL)
-        url = f"redis://:b@127.0.0.1:{port}/0"
-        try:
-            until(lambda: _pings(url), time.perf_counter(), "redis-server answering", 5)
-            writer = redis.Redis.from_url(url, decode_responses=True)
-            reader = redis.Redis.from_url(url, decode_responses=True)
-            logging.getLogger("app.flags").setLevel(logging.ERROR)  # not its shutdown
-            cache = FlagCache(url, resync_seconds=30)
-            cache.enabled("latency")  # starts its listener
-            cached, baseline = [], []
-            for n in range(warm_up + rounds):
-                value, want = ("on", True) if n % 2 == 0 else ("off", False)
-                t0 = time.perf_counter()
-                writer.set(flag_key("latency"), value)
-                took = until(lambda: cache.enabled("latency") == want,  # noqa: B023
-                             t0, "the flag cache seeing the change", 5)
-                t0 = time.perf_counter()
-                writer.set(flag_key("baseline"), value)
-                reader.get(flag_key("baseline"))
-                base = time.perf_counter() - t0
-                if n >= warm_up:
-                    cached.append(took * 1000)
-                    baseline.append(base * 1000)
-            cache.close()
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with scratch_redis() as url:
+        writer = redis.Redis.from_url(url, decode_responses=True)
+        reader = redis.Redis.from_url(url, decode_responses=True)
+        logging.getLogger("app.flags").setLevel(logging.ERROR)  # not its shutdown
+        cache = FlagCache(url, resync_seconds=30)
+        cache.enabled("latency")  # starts its listener
+        cached, baseline = [], []
+        for n in range(warm_up + rounds):
+            value, want = ("on", True) if n % 2 == 0 else ("off", False)
+            t0 = time.perf_counter()
+            writer.set(flag_key("latency"), value)
+            took = until(lambda: cache.enabled("latency") == want,  # noqa: B023
+                         t0, "the flag cache seeing the change", 5)
+            t0 = time.perf_counter()
+            writer.set(flag_key("baseline"), value)
+            reader.get(flag_key("baseline"))
+            base = time.perf_counter() - t0
+            if n >= warm_up:
+                cached.append(took * 1000)
+                baseline.append(base * 1000)
+        cache.close()
     return cached, baseline
 
 

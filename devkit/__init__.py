@@ -1,6 +1,7 @@
 """What tests and benchmarks share: free loopback ports, scratch git repositories, the
-environment of a scratch cdpipe home. Neither ``tests`` nor ``bench`` is imported here,
-so both can use it (``bench`` must not import ``tests``)."""
+environment of a scratch cdpipe home, a throw-away redis-server (``devkit.redis_server``).
+Neither ``tests`` nor ``bench`` is imported here, so both can use it (``bench`` must not
+import ``tests``)."""
 
 from __future__ import annotations
 
