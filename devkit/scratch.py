@@ -24,7 +24,7 @@ def make_scratch_repo(dest: Path) -> Path:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     # Tests run on the working tree: deploy the code as it is now, not as last committed.
-    for package in ("app", "cdpipe"):
+    for package in ("app", "cdpipe", "cdpipe_host", "monitoring"):
         shutil.rmtree(dest / package)
         shutil.copytree(PROJECT_ROOT / package, dest / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
