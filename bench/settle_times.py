@@ -31,7 +31,7 @@ from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
-from devkit import commit_change, free_port, git
+from devkit import commit_flaky_release, free_port
 from devkit.redis_server import scratch_redis
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
@@ -268,15 +268,7 @@ def down_to_mail(env: BenchEnv) -> float:
 def canary_judgement(env: BenchEnv) -> float:
     """Seconds from load starting on a canary release that fails 40% of its requests to
     the monitor setting canary:alert on; the canary is rolled back after."""
-    views = (env.repo / "app" / "views.py").read_text()
-    main = git(env.repo, "rev-parse", "--abbrev-ref", "HEAD")
-    git(env.repo, "checkout", "-q", "-b", "bench-flaky")
-    flaky = commit_change(env.repo, "app/views.py", views.replace(
-        "    cfg = current_app.config\n    return jsonify(",
-        "    cfg = current_app.config\n    if time.perf_counter_ns() % 10 < 4:\n"
-        "        return jsonify(error='flaky'), 500\n    return jsonify(", 1),
-        "a canary release that fails 40% of requests")
-    git(env.repo, "checkout", "-q", main)
+    flaky = commit_flaky_release(env.repo, "bench-flaky")
     r = _redis(env)
     env.cdpipe("deploy", "--ref", flaky, "--target", "canary")
     stop = threading.Event()

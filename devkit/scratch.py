@@ -48,6 +48,22 @@ def commit_change(repo: Path, path: str, text: str, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+def commit_flaky_release(repo: Path, branch: str, start: str = "HEAD") -> str:
+    """A commit on a new branch from ``start`` whose app answers ``/`` with a 500 for about
+    40% of requests (a canary release that must fail judgement); the checkout returns
+    to the branch it was on. Returns the commit's SHA."""
+    back_to = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    git(repo, "checkout", "-q", "-b", branch, start)
+    views = (repo / "app" / "views.py").read_text(encoding="utf-8")
+    flaky = commit_change(repo, "app/views.py", views.replace(
+        "    cfg = current_app.config\n    return jsonify(",
+        "    cfg = current_app.config\n    if time.perf_counter_ns() % 10 < 4:\n"
+        "        return jsonify(error='flaky'), 500\n    return jsonify(", 1),
+        "a canary release that fails 40% of requests")
+    git(repo, "checkout", "-q", back_to)
+    return flaky
+
+
 def cdpipe_env(home: Path, port_base: int, repo: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(CDPIPE_HOME=str(home), CDPIPE_PORT_BASE=str(port_base))

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from devkit import commit_flaky_release
 from tests.e2e.conftest import LocalEnv, make_env
 from tests.e2e.load import Load
 from tests.e2e.observe import serve_commit, wait_held_out
-from tests.support import commit_change, git, maildir_subjects, wait_until
+from tests.support import maildir_subjects, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -46,15 +47,7 @@ def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
     root = tmp_path_factory.mktemp("e2e-monitor")
     env = make_env(root)
     (root / "rules.yml").write_text(RULES)
-    git(env.repo, "checkout", "-q", "-b", "flaky", env.new)
-    env.flaky = commit_change(  # type: ignore[attr-defined]
-        env.repo, "app/views.py",
-        (env.repo / "app" / "views.py").read_text().replace(
-            "    cfg = current_app.config\n    return jsonify(",
-            "    cfg = current_app.config\n    if time.perf_counter_ns() % 10 < 4:\n"
-            "        return jsonify(error='flaky'), 500\n    return jsonify(", 1),
-        "a canary release that fails 40% of requests")
-    git(env.repo, "checkout", "-q", "main")
+    env.flaky = commit_flaky_release(env.repo, "flaky", env.new)  # type: ignore[attr-defined]
     try:
         env.cdpipe("up", "--ref", env.new, "--monitor-interval", "1", "--scale-cooldown", "5",
                    "--monitor-rules", str(root / "rules.yml"))
