@@ -31,8 +31,9 @@ from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
-from devkit import commit_flaky_release, free_port
+from devkit import free_port
 from devkit.redis_server import scratch_redis
+from devkit.scratch import commit_flaky_release
 from monitoring.config import MonitorConfig
 from monitoring.monitor import Monitor
 

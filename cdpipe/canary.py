@@ -3,7 +3,6 @@ rules of promote (never a release under alert) and rollback."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from cdpipe import runtime_control, status
@@ -24,10 +23,9 @@ def report(env: Environment) -> dict[str, Any]:
         if inst["role"] not in APP_ROLES:
             continue
         row = dict(inst)
-        if inst["id"] in stats:
-            s = asdict(stats[inst["id"]])
-            row |= {"status": s["status"], "weight": s["weight"],
-                    "requests": s["responses"], "5xx": s["errors_5xx"]}
+        if (s := stats.get(inst["id"])) is not None:
+            row |= {"status": s.status, "weight": s.weight, "requests": s.responses,
+                    "5xx": s.errors_5xx}
         servers.append(row)
     return {"weight": weight, "alert": alert, "servers": servers}
 

@@ -6,14 +6,7 @@ import ``tests``)."""
 from __future__ import annotations
 
 from devkit.ports import free_port, free_port_block
-from devkit.scratch import (
-    cdpipe_env,
-    commit_change,
-    commit_flaky_release,
-    git,
-    git_init,
-    make_scratch_repo,
-)
+from devkit.scratch import cdpipe_env, commit_change, git, git_init, make_scratch_repo
 
-__all__ = ["cdpipe_env", "commit_change", "commit_flaky_release", "free_port",
-           "free_port_block", "git", "git_init", "make_scratch_repo"]
+__all__ = ["cdpipe_env", "commit_change", "free_port", "free_port_block", "git", "git_init",
+           "make_scratch_repo"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devkit import commit_flaky_release
+from devkit.scratch import commit_flaky_release
 from tests.e2e.conftest import LocalEnv, make_env
 from tests.e2e.load import Load
 from tests.e2e.observe import serve_commit, wait_held_out

@@ -21,10 +21,6 @@ from cdpipe.state import State
 from cdpipe_host.haproxy import APP_BACKEND
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
-ROLE_OF_VAR = {"proxy_frontend_port": "proxy", "proxy_stats_port": "proxy",
-               "agent_port": "agent", "monitor_smtp_port": "monitor",
-               "redis_port": "redis", "app_port": "app", "app_check_port": "app"}
-
 
 def role_defaults(role: str) -> dict[str, Any]:
     path = PROJECT_ROOT / "roles" / role / "defaults" / "main.yml"
@@ -34,7 +30,8 @@ def role_defaults(role: str) -> dict[str, Any]:
 @pytest.mark.parametrize("role", sorted(PORTS))
 def test_role_defaults_hold_the_machine_ports(role: str) -> None:
     for name, (number, var) in PORTS[role].items():
-        assert role_defaults(ROLE_OF_VAR[var])[var] == number, (role, name)
+        owner = var.split("_", 1)[0]  # every variable carries its role's prefix
+        assert role_defaults(owner)[var] == number, (role, name)
 
 
 def test_role_defaults_hold_the_backend_and_the_canary_weight() -> None:
