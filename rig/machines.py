@@ -1,0 +1,123 @@
+"""One machine per EC2 instance: the rig's side of moto.
+
+``sync`` compares moto's instances with the rig's containers and closes the gap: an
+instance that is pending or running and has no machine gets one (the image, the private
+address moto gave the instance, the key pair's public key for the default user); a
+machine whose instance is terminated, or gone, is removed. A machine someone stopped is
+left stopped (a dead machine must stay dead for the tests that kill one).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.podman import LABEL, podman
+
+DEFAULT_USER = "admin"
+ALIVE = ("pending", "running")
+
+
+@dataclass(frozen=True)
+class RigNames:
+    """What one rig calls its network and machines."""
+
+    rig_id: str
+    network: str
+    subnet: str
+    refused: set[str] = field(default_factory=set, compare=False)
+
+    def machine(self, instance_id: str) -> str:
+        return f"rig-{self.rig_id}-{instance_id}"
+
+
+def containers(names: RigNames) -> dict[str, str]:
+    """Instance id -> container state, for this rig's machines."""
+    out = podman("ps", "--all", "--filter", f"label={LABEL}={names.rig_id}",
+                 "--format", '{{index .Labels "io.cdpipe.instance"}} {{.State}}')
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.strip():
+            instance, _, status = line.partition(" ")
+            found[instance] = status
+    return found
+
+
+def public_key(ec2: Any, key_name: str) -> str:
+    pairs = ec2.describe_key_pairs(KeyNames=[key_name], IncludePublicKey=True)["KeyPairs"]
+    return str(pairs[0]["PublicKey"]).strip() + "\n"
+
+
+def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) -> str:
+    instance_id = raw["InstanceId"]
+    address = raw["PrivateIpAddress"]
+    name = names.machine(instance_id)
+    podman("create", "--name", name, "--hostname", "ip-" + address.replace(".", "-"),
+           "--network", names.network, "--ip", address, "--systemd=always",
+           "--label", f"{LABEL}={names.rig_id}", "--label", f"io.cdpipe.instance={instance_id}",
+           "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--memory", "1g",
+           "--pids-limit", "2048", image)
+    try:
+        if raw.get("KeyName"):
+            key = public_key(ec2, raw["KeyName"])
+            podman("cp", "-", f"{name}:/home/{DEFAULT_USER}/.ssh/",
+                   stdin=_tar_one("authorized_keys", key.encode()))
+        podman("start", name)
+        if raw.get("KeyName"):
+            podman("exec", name, "chown", "-R", f"{DEFAULT_USER}:{DEFAULT_USER}",
+                   f"/home/{DEFAULT_USER}/.ssh")
+    except Exception:
+        podman("rm", "--force", name, check=False)
+        raise
+    return name
+
+
+def _tar_one(filename: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(filename)
+        info.size = len(data)
+        info.mode = 0o600
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _inside(names: RigNames, raw: dict[str, Any], log: Any) -> bool:
+    """Machines exist only at addresses of the rig's own network: no other address is
+    ever given to, or reached as, a machine."""
+    address = raw.get("PrivateIpAddress", "")
+    if address and ipaddress.ip_address(address) in ipaddress.ip_network(names.subnet):
+        return True
+    if raw["InstanceId"] not in names.refused:
+        names.refused.add(raw["InstanceId"])
+        log(f"rig: {raw['InstanceId']} has address {address or 'none'}, outside "
+            f"{names.subnet}: no machine (launch it in a subnet of the default VPC)")
+    return False
+
+
+def remove_machine(names: RigNames, instance_id: str) -> None:
+    podman("rm", "--force", "--time", "5", names.machine(instance_id), check=False)
+
+
+def sync(ec2: Any, names: RigNames, image: str, log: Any = print) -> None:
+    pages = ec2.get_paginator("describe_instances").paginate()
+    instances = {i["InstanceId"]: i for page in pages for r in page["Reservations"]
+                 for i in r["Instances"]}
+    have = containers(names)
+    for instance_id, raw in instances.items():
+        alive = raw["State"]["Name"] in ALIVE
+        if alive and instance_id not in have and not _inside(names, raw, log):
+            continue
+        if alive and instance_id not in have:
+            log(f"rig: machine for {instance_id} at {raw['PrivateIpAddress']}")
+            start_machine(ec2, names, image, raw)
+        elif not alive and instance_id in have and raw["State"]["Name"] == "terminated":
+            log(f"rig: {instance_id} terminated; removing its machine")
+            remove_machine(names, instance_id)
+    for instance_id in have:
+        if instance_id not in instances:
+            remove_machine(names, instance_id)
