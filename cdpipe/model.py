@@ -1,4 +1,4 @@
-"""What an instance is, whatever the provider: an id, a role, an address and ports."""
+"""What an instance is, whatever the provider: an id, a role, addresses and ports."""
 
 from __future__ import annotations
 
@@ -37,11 +37,19 @@ def port_vars(role: str, ports: dict[str, int]) -> dict[str, int]:
 class Instance(BaseModel):
     id: str
     role: Role
-    host: str
+    host: str  # where the control machine (Ansible, the CLI) reaches it
     ports: dict[str, int]
     provider: str
+    # Where the other machines of the environment reach it (EC2: its private IP);
+    # empty when that is ``host`` (local sandboxes).
+    private_address: str = ""
     directory: str | None = None  # local sandboxes only
     autoscaled: bool = False
+
+    @property
+    def internal_address(self) -> str:
+        """The address the environment's other machines use for it."""
+        return self.private_address or self.host
 
     def url(self, port: str = "http") -> str:
         if self.role == "redis":

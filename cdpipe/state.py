@@ -16,6 +16,11 @@ from cdpipe.model import Instance, Role
 
 class State(BaseModel):
     provider: str = "local"
+    # The environment's id and region where the provider needs them (aws): every
+    # command after the first provision acts on this id only. Empty in state files
+    # written before they were recorded, and for the local provider.
+    environment: str = ""
+    region: str = ""
     instances: list[Instance] = Field(default_factory=list)
     deployed: dict[str, str] = Field(default_factory=dict)  # role -> commit
     next_slot: int = 0
