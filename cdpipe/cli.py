@@ -32,6 +32,10 @@ class ProviderChoice(StrEnum):
 ProviderOpt = Annotated[ProviderChoice | None,
                         typer.Option("--provider", help="where instances live (default: local)")]
 
+EnvOpt = Annotated[str | None, typer.Option(
+    "--env", help="AWS environment id (default: the one this checkout recorded, else "
+                  "CDPIPE_AWS_ENVIRONMENT, else a new env-XXXXXXXX)")]
+
 
 def _show(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
@@ -46,14 +50,17 @@ def _cdpipe_command() -> str:
         return str(binary)
 
 
-def _env(provider: ProviderChoice | None) -> Environment:
-    return Environment(config.load(), provider.value if provider else None, show=_show)
+def _env(provider: ProviderChoice | None, environment: str | None = None) -> Environment:
+    if environment is not None:
+        config.check_environment_id(environment, "--env")
+    return Environment(config.load(), provider.value if provider else None, show=_show,
+                       environment=environment)
 
 
 @app.command()
-def provision(provider: ProviderOpt = None) -> None:
+def provision(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Create or find the instances (proxy, redis, prod, canary) without configuring them."""
-    env = _env(provider)
+    env = _env(provider, environment)
     with env.locked():
         env.provision()
 
@@ -62,6 +69,7 @@ def provision(provider: ProviderOpt = None) -> None:
 def up(
     ref: Annotated[str, typer.Option(help="commit, branch or tag to deploy")] = "HEAD",
     provider: ProviderOpt = None,
+    environment: EnvOpt = None,
     monitor_interval: Annotated[float | None, typer.Option(
         min=1, help="seconds between the monitor's polls (default 90)")] = None,
     scale_cooldown: Annotated[float | None, typer.Option(
@@ -78,7 +86,7 @@ def up(
         options["monitor_scale_cooldown_seconds"] = scale_cooldown
     if monitor_rules is not None:
         options["monitor_rules_file"] = str(monitor_rules)
-    env = _env(provider)
+    env = _env(provider, environment)
     env.up(ref, options)
     report = status.collect(env.settings, env.state)
     proxy_url = report["proxy"]["url"]
@@ -111,14 +119,21 @@ def deploy(
 def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Instances, addresses, versions, health, weights, flags and alerts."""
     settings = config.load()
-    report = status.collect(settings, load_state(settings.state_file))
+    state = load_state(settings.state_file)
+    report = status.collect(settings, state)
+    # The AWS environment's id and region (what inventory/aws_ec2.yml needs); None locally.
+    report["environment"] = state.environment or None
+    report["region"] = state.region or None
     if as_json:
         print(json.dumps(report, indent=2))
         return
     if not report["up"]:
         console.print("no environment is up; run `cdpipe up`")
         return
-    console.print(f"provider {report['provider']}   proxy {report['proxy']['url']}")
+    where = (f"   environment {state.environment} ({state.region})"
+             if state.environment else "")
+    console.print(f"provider {report['provider']}{where}   proxy {report['proxy']['url']}",
+                  markup=False)
     table = Table("id", "role", "url", "version", "healthy")
     for inst in report["instances"]:
         table.add_row(inst["id"], inst["role"], inst["url"], (inst["version"] or "-")[:12],
@@ -229,9 +244,9 @@ def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, hidden=True)
 
 
 @app.command()
-def down(provider: ProviderOpt = None) -> None:
+def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Stop and remove every instance cdpipe created, leaving nothing running."""
-    removed = _env(provider).down()
+    removed = _env(provider, environment).down()
     console.print(f"removed {len(removed)} instance(s): {', '.join(removed) or 'none'}")
 
 

@@ -6,6 +6,7 @@ ports from 18000 on 127.0.0.1, and this repository as the source of releases.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -13,9 +14,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
+from cdpipe.errors import CdpipeError
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 ProviderName = Literal["local", "aws"]
+# An environment's id: it becomes part of resource names (cdpipe-<id>-app) and a tag.
+ENVIRONMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
 
 
 class Settings(BaseSettings):
@@ -36,20 +40,34 @@ class Settings(BaseSettings):
     # AWS (provider aws). Credentials come from boto3's usual chain (environment,
     # profile, instance role), never from here; AWS_ENDPOINT_URL(_EC2) are honoured.
     aws_region: str | None = Field(default=None, description="else AWS_REGION / AWS_DEFAULT_REGION")
-    aws_environment: str = Field(default="prod", pattern=r"^[a-z0-9-]+$")
+    aws_environment: str | None = Field(
+        default=None, pattern=ENVIRONMENT_ID_PATTERN,
+        description="the environment's id (tag Environment); else the one in the state "
+                    "file, else a new env-<8 hex> at the first provision")
     aws_project: str = Field(default="cdpipe", pattern=r"^[a-z0-9-]+$")
     aws_instance_type: str = "t3.small"
     aws_ami_name_filter: str = "ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-amd64-server-*"
     aws_ami_owner: str = "099720109477"  # Canonical
     aws_ami_ssm_parameter: str | None = None
     aws_subnet_id: str | None = None
-    aws_key_name: str = "cdpipe"
+    aws_key_name: str | None = Field(
+        default=None, description="an existing key pair to use as it is; else cdpipe "
+                                  "imports the public key as <project>-<environment>")
     aws_public_key_file: Path = Path("~/.ssh/id_ed25519.pub")
     aws_private_key_file: Path = Path("~/.ssh/id_ed25519")
     aws_ssh_user: str = "ubuntu"
     aws_admin_cidr: str | None = Field(default=None,
                                        description="who may SSH in, e.g. 203.0.113.7/32")
     aws_extra_tags: dict[str, str] = Field(default_factory=dict)
+    aws_address: Literal["public", "private"] = Field(
+        default="public", description="the address the control machine uses: public (a "
+                                      "laptop) or private (inside the VPC, e.g. Jenkins)")
+    aws_ssh_wait_seconds: float = Field(
+        default=300, ge=0, description="how long new instances may take to answer SSH; "
+                                       "0: do not wait")
+    aws_delete_wait_seconds: float = Field(
+        default=180, ge=0, description="how long `down` retries a security group that "
+                                       "AWS still reports in use (DependencyViolation)")
 
     @property
     def state_file(self) -> Path:
@@ -72,10 +90,16 @@ class Settings(BaseSettings):
         return self.home / "instances"
 
 
+def check_environment_id(value: str, source: str) -> str:
+    """``value`` if it is a valid environment id, else a one-line error naming ``source``."""
+    if not re.fullmatch(ENVIRONMENT_ID_PATTERN, value):
+        raise CdpipeError(f"{source} {value!r} is not an environment id: use up to 40 "
+                          "lowercase letters, digits and '-', e.g. env-staging")
+    return value
+
+
 def load() -> Settings:
     from pydantic import ValidationError
-
-    from cdpipe.errors import CdpipeError
 
     try:
         return Settings()

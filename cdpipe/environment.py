@@ -25,17 +25,24 @@ Show = Callable[[str], None]
 
 class Environment:
     def __init__(self, settings: Settings, provider_name: str | None = None,
-                 show: Show = print) -> None:
+                 show: Show = print, environment: str | None = None) -> None:
+        """``environment``: the id the user asked for (``--env``); the provider refuses
+        it when the state file records another."""
         self.settings = settings
         self.state = state_mod.load(settings.state_file)
-        name = provider_name or (self.state.provider if self.state.instances
-                                 else settings.provider)
-        if self.state.instances and name != self.state.provider:
+        # An environment exists here once it has instances or a recorded id (a first
+        # provision that failed half-way may have left groups to remove).
+        exists = bool(self.state.instances or self.state.environment)
+        name = provider_name or (self.state.provider if exists else settings.provider)
+        if exists and name != self.state.provider:
             raise CdpipeError(
                 f"this environment runs on provider {self.state.provider!r}; "
                 f"run `cdpipe down --provider {self.state.provider}` first"
             )
         self.provider: Provider = providers.get(name, settings)
+        self.provider.show = show
+        self.requested_environment = environment
+        self.provider.attach(self.state, environment)
         self.show = show
 
     @contextmanager
@@ -46,6 +53,7 @@ class Environment:
         with (self.settings.home / ".lock").open("w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             self.state = state_mod.load(self.settings.state_file)
+            self.provider.attach(self.state, self.requested_environment)
             yield
 
     def resolve(self, ref: str) -> str:
@@ -62,7 +70,15 @@ class Environment:
     def provision(self) -> None:
         self.provider.preflight()
         secrets.ensure(self.settings.secrets_dir)
-        created = self.provider.ensure(self.state, DEFAULT_LAYOUT)
+        recorded = self.state.environment
+        try:
+            created = self.provider.ensure(self.state, DEFAULT_LAYOUT)
+        except CdpipeError:
+            if self.state.environment != recorded:
+                # Keep the new environment's id the provider recorded before it failed:
+                # the next `up` goes on with it, `down` removes what it left (groups).
+                state_mod.save(self.settings.state_file, self.state)
+            raise
         self.save()
         for instance in created:
             self.show(f"created {instance.id} ({instance.role}) at {instance.url()}")
@@ -85,7 +101,7 @@ class Environment:
             result = self._playbook("site.yml", extra)
             for role in APP_ROLES:
                 self.state.deployed[role] = sha
-            self.save()
+            self._record_deployed()
             return result
 
     def deploy(self, ref: str, target: str | None) -> PlaybookResult:
@@ -103,12 +119,21 @@ class Environment:
         result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
         for role in roles:
             self.state.deployed[role] = sha
-        self.save()
+        self._record_deployed()
         return result
+
+    def _record_deployed(self) -> None:
+        """Saves the deployed commits, then has the provider record them (EC2: tags)."""
+        self.save()
+        self.provider.record_deployed(self.state)
 
     def down(self) -> list[str]:
         with self.locked():
-            removed = self.provider.destroy_all(self.state)
+            try:
+                removed = self.provider.destroy_all(self.state)
+            except CdpipeError:
+                self.save()  # what is gone already (terminated instances) stays gone
+                raise
             self.state = State(provider=self.provider.name)
             self.save()
             return removed
@@ -139,6 +164,7 @@ class Environment:
                 self.provider.terminate(self.state, new)
                 self.save()
                 raise failure
+            self._record_deployed()
             return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
 
     def scale_in(self, wait_seconds: float = 120) -> str | None:

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
+from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance, Role
 from cdpipe.state import State
 
 
 class Provider(ABC):
     name: str
+    # Where progress lines of long waits go; the Environment gives its own. (A builtin
+    # function is not bound as a method, so the default prints the line.)
+    show: Callable[[str], None] = print
+
+    def attach(self, state: State, requested: str | None = None) -> None:
+        """Act, from now on, on the environment ``state`` records (EC2: its id and
+        region); ``requested`` is the id the user asked for (``--env``), refused with
+        one line when the state records another. The local provider's environment is
+        its checkout (CDPIPE_HOME), so it takes no id."""
+        if requested:
+            raise CdpipeError(f"--env is for --provider aws; the {self.name} provider's "
+                              "environment is this checkout's CDPIPE_HOME")
 
     @abstractmethod
     def preflight(self) -> None:
@@ -39,6 +53,11 @@ class Provider(ABC):
 
     def check_deployable(self) -> None:  # noqa: B027 (optional hook, nothing by default)
         """Fail with one clear line if Ansible cannot deploy through this provider."""
+
+    def record_deployed(self, state: State) -> None:  # noqa: B027 (optional hook)
+        """After a successful deploy: record ``state.deployed`` (role -> commit) where
+        other machines find it (EC2: a ``Commit`` tag on each app instance). Nothing by
+        default: the state file is the record."""
 
     @abstractmethod
     def inventory_vars(self) -> dict[str, Any]:

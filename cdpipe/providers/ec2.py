@@ -2,10 +2,15 @@
 
 Everything it creates carries the tags ``Project``, ``Environment`` and ``Role`` (plus
 ``ManagedBy=cdpipe``); it finds, and ever terminates or deletes, only what carries this
-environment's tags. Least-privilege security groups: proxy (HTTP from anywhere, SSH and
-the stats page from the admin CIDR), app (its port only from the proxy's group, which
-also runs the monitor), redis (its port only from the groups that use it). boto3's
-standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2`` are honoured (tests use moto).
+environment's tags. The environment's id (``env-<8 hex>`` unless given) is made at the
+first provision and kept with the region in the state file, so two checkouts in one
+account never touch each other's machines, groups or key pair. Least-privilege security
+groups: proxy (HTTP from anywhere, SSH and the stats page from the admin CIDR), app (its
+port only from the proxy's group, which also runs the monitor), redis (its port only
+from the groups that use it). An instance's ``host`` is its public or private IP
+(CDPIPE_AWS_ADDRESS: what the control machine can reach); ``private_address`` is what
+the other machines use. boto3's standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2``
+are honoured (tests use moto).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,43 @@ CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InstanceLimitExceeded",
                    "VcpuLimitExceeded", "InsufficientFreeAddressesInSubnet"}
 INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
 ALIVE = ["pending", "running", "stopping", "stopped"]
+COMMIT_TAG = "Commit"  # the commit an app instance runs; inventory/aws_ec2.yml reads it
+# Deleting a security group right after its instances terminated: AWS answers
+# DependencyViolation until their network interfaces are gone; retried with backoff.
+FIRST_RETRY_DELAY = 2.0
+MAX_RETRY_DELAY = 15.0
+SSH_PROBE_SECONDS = 3.0  # one connection attempt while waiting for SSH
+SSH_NOTE_EVERY = 30.0    # a progress line this often while waiting
+
+
+def new_environment_id() -> str:
+    return f"env-{secrets.token_hex(4)}"
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def ssh_answers(host: str, port: int, timeout: float) -> bool:
+    """Whether an SSH server answers at host:port with its banner within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            data = b""
+            while len(data) < 4:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                sock.settimeout(remaining)
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                data += chunk
+            return data.startswith(b"SSH-")
+    except OSError:
+        return False
 
 
 def _aws_error(exc: Exception, doing: str) -> CdpipeError:
@@ -66,6 +112,34 @@ class Ec2Provider(Provider):
         self.region = (settings.aws_region or os.environ.get("AWS_REGION")
                        or session.region_name)
         self.session = session
+        # The environment acted on: attach() takes it from the state; ensure() makes
+        # one at the first provision when none is recorded or asked for.
+        self.environment: str | None = settings.aws_environment
+
+    def attach(self, state: State, requested: str | None = None) -> None:
+        wanted = requested or self.settings.aws_environment
+        source = "--env" if requested else "CDPIPE_AWS_ENVIRONMENT"
+        recorded = state.environment
+        if not recorded and state.provider == self.name and state.instances:
+            # A state file from before ids were recorded: its instances were tagged
+            # with CDPIPE_AWS_ENVIRONMENT, whose default was "prod".
+            recorded = self.settings.aws_environment or "prod"
+        if recorded:
+            if wanted and wanted != recorded:
+                raise CdpipeError(
+                    f"{source} {wanted!r} is not this checkout's AWS environment "
+                    f"{recorded!r} (recorded in {self.settings.state_file}); drop it, or "
+                    "use another CDPIPE_HOME for another environment")
+            self.environment = recorded
+        else:
+            self.environment = wanted
+        if state.region and state.region != self.region:
+            if self.settings.aws_region:
+                raise CdpipeError(
+                    f"CDPIPE_AWS_REGION {self.settings.aws_region!r} is not the region of "
+                    f"this checkout's AWS environment ({state.region}); unset it")
+            self.region = state.region
+            self._ec2 = None
 
     # -- plumbing ---------------------------------------------------------------------
     @property
@@ -76,9 +150,18 @@ class Ec2Provider(Provider):
                 config=Config(retries={"max_attempts": 5, "mode": "standard"}))
         return self._ec2
 
+    def _env_id(self) -> str:
+        if not self.environment:  # a guard: never select by tags without the id
+            raise CdpipeError("no AWS environment is selected; run `cdpipe provision "
+                              "--provider aws` or pass --env ID")
+        return self.environment
+
+    def _prefix(self) -> str:
+        return f"{self.settings.aws_project}-{self._env_id()}"
+
     def tags(self, role: str | None = None) -> dict[str, str]:
         tags = {"Project": self.settings.aws_project,
-                "Environment": self.settings.aws_environment, "ManagedBy": "cdpipe"}
+                "Environment": self._env_id(), "ManagedBy": "cdpipe"}
         tags |= self.settings.aws_extra_tags
         if role:
             tags["Role"] = role
@@ -138,12 +221,22 @@ class Ec2Provider(Provider):
         return str(max(images, key=lambda i: i.get("CreationDate", ""))["ImageId"])
 
     # -- key pair and groups ----------------------------------------------------------
+    def key_pair_name(self) -> str:
+        return self.settings.aws_key_name or self._prefix()
+
     def ensure_key_pair(self) -> str:
-        name = self.settings.aws_key_name
+        """The environment's key pair: CDPIPE_AWS_KEY_NAME as it is, else
+        ``<project>-<environment>``, imported from the public key and tagged (so
+        ``down`` deletes it with the environment)."""
+        name = self.key_pair_name()
         found = self.ec2.describe_key_pairs(
             Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]
         if found:
             return name
+        if self.settings.aws_key_name:
+            raise CdpipeError(f"key pair {name!r} (CDPIPE_AWS_KEY_NAME) not found in "
+                              f"{self.region}; create it, or unset CDPIPE_AWS_KEY_NAME to "
+                              "import CDPIPE_AWS_PUBLIC_KEY_FILE")
         path = Path(self.settings.aws_public_key_file).expanduser()
         try:
             material = path.read_bytes()
@@ -165,10 +258,10 @@ class Ec2Provider(Provider):
 
     def ensure_groups(self) -> dict[str, str]:
         vpc = self._vpc_id()
-        env = self.settings.aws_environment
+        env = self._env_id()
         ids: dict[str, str] = {}
         for group in GROUPS:
-            name = f"{self.settings.aws_project}-{env}-{group}"
+            name = f"{self._prefix()}-{group}"
             found = self.ec2.describe_security_groups(
                 Filters=[{"Name": "group-name", "Values": [name]},
                          {"Name": "vpc-id", "Values": [vpc]}, *self._filters()])
@@ -231,18 +324,33 @@ class Ec2Provider(Provider):
             Filters=[*self._filters(role), {"Name": "instance-state-name", "Values": ALIVE}])
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
-    def _instance(self, raw: dict[str, Any], autoscaled: bool = False) -> Instance:
+    def _instance(self, raw: dict[str, Any]) -> Instance:
         tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
         role = tags["Role"]
-        host = raw.get("PrivateIpAddress") or raw.get("PublicIpAddress") or ""
-        ports = machine_ports(role)
-        return Instance(id=raw["InstanceId"], role=role, host=host, ports=ports,  # type: ignore[arg-type]
-                        provider=self.name,
-                        autoscaled=autoscaled or tags.get("Autoscaled") == "true")
+        private = str(raw.get("PrivateIpAddress") or "")
+        if self.settings.aws_address == "private":
+            host = private
+        else:
+            host = str(raw.get("PublicIpAddress") or "")
+            if not host:
+                raise CdpipeError(
+                    f"{raw['InstanceId']} ({role}) has no public IP address; give its "
+                    "subnet public IPs, or set CDPIPE_AWS_ADDRESS=private when this "
+                    "machine is inside the VPC")
+        return Instance(id=raw["InstanceId"], role=role, host=host,  # type: ignore[arg-type]
+                        private_address=private, ports=machine_ports(role),
+                        provider=self.name, autoscaled=tags.get("Autoscaled") == "true")
 
     def ensure(self, state: State, wanted: dict[Role, int],
                autoscaled: bool = False) -> list[Instance]:
         self.preflight()
+        if not self.environment:
+            self.environment = new_environment_id()
+            self.show(f"new AWS environment {self.environment} in {self.region}")
+        # Recorded before anything is created, so that what a failed call leaves (a
+        # key pair, groups) is found again by the next `up` and removed by `down`.
+        state.environment, state.region, state.provider = (
+            self.environment, str(self.region), self.name)
         created_ids: list[str] = []
         try:
             key = self.ensure_key_pair()
@@ -258,23 +366,60 @@ class Ec2Provider(Provider):
                 if created_ids:
                     self.ec2.get_waiter("instance_running").wait(
                         InstanceIds=created_ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
+            instances = [self._instance(r) for r in self.describe()
+                         if r["State"]["Name"] in ("pending", "running")]
+            created = [i for i in instances if i.id in created_ids]
+            self.wait_for_ssh(created)
         except CdpipeError:
             self._cleanup(created_ids)
             raise
         except Exception as exc:
             self._cleanup(created_ids)
             raise _aws_error(exc, "creating instances") from None
-        raw_all = self.describe()
-        known = {i.id for i in state.instances}
-        state.instances = [self._instance(r) for r in raw_all
-                           if r["State"]["Name"] in ("pending", "running")]
-        state.provider = self.name
-        return [i for i in state.instances if i.id not in known and i.id in created_ids]
+        state.instances = instances
+        return created
+
+    def wait_for_ssh(self, instances: Sequence[Instance], port: int | None = None,
+                     timeout: float | None = None) -> None:
+        """Wait until each instance's SSH server answers at ``host`` (the address the
+        control machine uses) with its banner: ``running`` comes well before sshd.
+        Bounded by CDPIPE_AWS_SSH_WAIT_SECONDS (0: no wait); a one-line error names
+        the first instance that did not answer."""
+        limit = self.settings.aws_ssh_wait_seconds if timeout is None else timeout
+        port = SSH_PORT if port is None else port
+        waiting = {i.id: i.host for i in instances}
+        if not waiting or limit <= 0:
+            return
+        self.show(f"waiting up to {limit:.0f} s for SSH on "
+                  + ", ".join(f"{iid} at {host}" for iid, host in waiting.items()))
+        started = time.monotonic()
+        deadline, note_at = started + limit, started + SSH_NOTE_EVERY
+        while True:
+            for iid, host in list(waiting.items()):
+                remaining = deadline - time.monotonic()
+                if remaining > 0 and ssh_answers(host, port, min(SSH_PROBE_SECONDS, remaining)):
+                    del waiting[iid]
+                    self.show(f"{iid} at {host}: SSH answers "
+                              f"({time.monotonic() - started:.0f} s)")
+            if not waiting:
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                iid, host = next(iter(waiting.items()))
+                more = f" (nor did {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+                raise CdpipeError(
+                    f"{iid} at {host}: SSH did not answer within {limit:.0f} s{more}; "
+                    "check that CDPIPE_AWS_ADMIN_CIDR holds this machine's address and "
+                    "CDPIPE_AWS_ADDRESS, or raise CDPIPE_AWS_SSH_WAIT_SECONDS")
+            if now >= note_at:
+                self.show(f"still waiting for SSH on {', '.join(waiting)} "
+                          f"({now - started:.0f} s of {limit:.0f} s)")
+                note_at += SSH_NOTE_EVERY
+            time.sleep(min(1.0, deadline - now))
 
     def _run(self, role: str, ami: str, key: str, group_id: str, autoscaled: bool) -> str:
         number = len(self.describe(role)) + 1
-        tags = self.tags(role) | {
-            "Name": f"{self.settings.aws_project}-{self.settings.aws_environment}-{role}-{number}"}
+        tags = self.tags(role) | {"Name": f"{self._prefix()}-{role}-{number}"}
         if autoscaled:
             tags["Autoscaled"] = "true"
         args: dict[str, Any] = {
@@ -311,25 +456,64 @@ class Ec2Provider(Provider):
         state.instances = [i for i in state.instances if i.id != instance.id]
 
     def destroy_all(self, state: State) -> list[str]:
-        ids = [i["InstanceId"] for i in self.describe()]
+        """Terminates this environment's instances (and waits until they are gone),
+        then deletes its security groups and key pair; nothing of other environments."""
+        if not self.environment:
+            self.show("no AWS environment is recorded here; nothing to remove (another "
+                      "one: `cdpipe down --provider aws --env ID`)")
+            return []
+        self.preflight()
         try:
+            ids = [i["InstanceId"] for i in self.describe()]
+            if ids:
+                self.show(f"terminating {len(ids)} instance(s) of {self.environment} "
+                          "and waiting until they are gone")
             self._terminate_ids(ids)
-            for group in self.ec2.describe_security_groups(
-                    Filters=self._filters())["SecurityGroups"]:
+            state.instances = []
+            groups = self.ec2.describe_security_groups(
+                Filters=self._filters())["SecurityGroups"]
+            for group in groups:  # rules first: the groups refer to each other
                 if group.get("IpPermissions"):
                     self.ec2.revoke_security_group_ingress(
                         GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
-            for group in self.ec2.describe_security_groups(
-                    Filters=self._filters())["SecurityGroups"]:
-                self.ec2.delete_security_group(GroupId=group["GroupId"])
-            for pair in self.ec2.describe_key_pairs(Filters=self._filters())["KeyPairs"]:
-                self.ec2.delete_key_pair(KeyPairId=pair["KeyPairId"])
+            for group in groups:
+                self._delete_group(group["GroupId"], group["GroupName"])
+            if not self.settings.aws_key_name:  # a key pair of the user's own stays
+                for pair in self.ec2.describe_key_pairs(
+                        Filters=self._filters())["KeyPairs"]:
+                    self.ec2.delete_key_pair(KeyName=pair["KeyName"])
         except CdpipeError:
             raise
         except Exception as exc:
             raise _aws_error(exc, "removing the environment") from None
-        state.instances = []
         return ids
+
+    def _delete_group(self, group_id: str, name: str) -> None:
+        """Deletes a group, retrying while AWS still counts the network interfaces of
+        just-terminated instances (DependencyViolation), for CDPIPE_AWS_DELETE_WAIT_SECONDS."""
+        limit = self.settings.aws_delete_wait_seconds
+        deadline = time.monotonic() + limit
+        delay = FIRST_RETRY_DELAY
+        while True:
+            try:
+                self.ec2.delete_security_group(GroupId=group_id)
+                return
+            except botocore.exceptions.ClientError as exc:
+                code = _error_code(exc)
+                if code == "InvalidGroup.NotFound":
+                    return  # gone already
+                if code != "DependencyViolation":
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CdpipeError(
+                        f"security group {name} ({group_id}) is still in use after "
+                        f"{limit:.0f} s (DependencyViolation); run `cdpipe down` again in "
+                        "a few minutes") from None
+                wait = min(delay, remaining)
+                self.show(f"{name} ({group_id}) is still in use; retrying in {wait:.0f} s")
+                time.sleep(wait)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
 
     # -- Ansible ----------------------------------------------------------------------
     def check_deployable(self) -> None:
@@ -352,4 +536,16 @@ class Ec2Provider(Provider):
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
-        return {"ansible_host": instance.host}
+        return {"ansible_host": instance.host, "cdpipe_address": instance.private_address}
+
+    def record_deployed(self, state: State) -> None:
+        """Tags each app instance with the commit it now runs (``Commit``): the AWS
+        inventory's ``app_ref``, and a fact any machine can read, not only this state."""
+        try:
+            for role, commit in state.deployed.items():
+                ids = [i.id for i in state.of_role(role)]  # type: ignore[arg-type]
+                if ids:
+                    self.ec2.create_tags(Resources=ids,
+                                         Tags=[{"Key": COMMIT_TAG, "Value": commit}])
+        except Exception as exc:
+            raise _aws_error(exc, "tagging the instances with the deployed commit") from None
