@@ -23,7 +23,7 @@ from cdpipe.errors import CdpipeError
 TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
 RESULT_RE = re.compile(
     r"^(?P<status>ok|changed|skipping|fatal|failed|unreachable|rescued): "
-    r"\[(?P<host>[^\]]+)\](?:: [A-Z!]+ => (?P<detail>.*))?"
+    r"\[(?P<host>[^\]]+)\](?: \(item=[^)]*\))?(?:(?:: [A-Z!]+)? => (?P<detail>.*))?"
 )
 RECAP_RE = re.compile(
     r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"

@@ -9,14 +9,19 @@ left stopped (a dead machine must stay dead for the tests that kill one).
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rig.podman import LABEL, podman
 
 DEFAULT_USER = "admin"
 ALIVE = ("pending", "running")
+# The control machine's own extra certificate authorities, trusted by its machines too.
+LOCAL_AUTHORITIES = Path("/usr/local/share/ca-certificates")
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,14 @@ def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) ->
            "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--memory", "1g",
            "--pids-limit", "2048", image)
     try:
+        authorities = sorted(LOCAL_AUTHORITIES.glob("*.crt"))
+        if authorities:
+            podman("cp", "-", f"{name}:/usr/local/share/ca-certificates/",
+                   stdin=_tar({path.name: path.read_bytes() for path in authorities}, 0o644))
         if raw.get("KeyName"):
             key = public_key(ec2, raw["KeyName"])
             podman("cp", "-", f"{name}:/home/{DEFAULT_USER}/.ssh/",
-                   stdin=_tar_one("authorized_keys", key.encode()))
+                   stdin=_tar({"authorized_keys": key.encode()}, 0o600))
         podman("start", name)
         if raw.get("KeyName"):
             podman("exec", name, "chown", "-R", f"{DEFAULT_USER}:{DEFAULT_USER}",
@@ -73,16 +82,14 @@ def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) ->
     return name
 
 
-def _tar_one(filename: str, data: bytes) -> bytes:
-    import io
-    import tarfile
-
+def _tar(files: dict[str, bytes], mode: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(filename)
-        info.size = len(data)
-        info.mode = 0o600
-        tar.addfile(info, io.BytesIO(data))
+        for filename, data in files.items():
+            info = tarfile.TarInfo(filename)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

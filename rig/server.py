@@ -64,7 +64,7 @@ def _wait_http(url: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()  # noqa: S310
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -73,8 +73,8 @@ def _wait_http(url: str, seconds: float) -> None:
 
 
 def _network_owner() -> str | None:
-    out = podman("network", "ls", "--filter", f"name=^{NETWORK}$",
-                 "--format", '{{index .Labels "' + LABEL + '"}}')
+    out = podman("network", "inspect", NETWORK,
+                 "--format", '{{index .Labels "' + LABEL + '"}}', check=False)
     return out.strip() or None
 
 
@@ -181,11 +181,11 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
                 break
             try:
                 machines.sync(ec2, names, image, say)
-            except Exception as exc:  # noqa: BLE001 - a bad pass is retried next second
+            except Exception as exc:  # a bad pass is retried next second
                 say(f"rig: sync failed, retrying: {exc}")
-            if git is None or git.poll() is not None:
-                if machines.containers(names):  # the bridge exists once a machine does
-                    git = _git_daemon(git_base)
+            # The bridge, and so the gateway address, exists once a machine does.
+            if (git is None or git.poll() is not None) and machines.containers(names):
+                git = _git_daemon(git_base)
             time.sleep(1)
         say(f"rig {rig_id}: stopping ({stop['why']})")
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import tempfile
 import time
@@ -57,8 +58,29 @@ class HAProxyFiles:
         return True
 
     def reload(self) -> None:
+        if self.cfg.master_socket:
+            self._reload_through_master()
+            return
         subprocess.run(shlex.split(self.cfg.reload_command), check=False,
                        capture_output=True, timeout=30)
+
+
+    def _reload_through_master(self, attempts: int = 50) -> None:
+        """`reload` on the master CLI; while a previous reload re-executes the master,
+        its socket refuses for a moment, so that is retried (for up to 10 s)."""
+        for attempt in range(attempts):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(30)
+                    sock.connect(self.cfg.master_socket)
+                    sock.sendall(b"reload\n")
+                    while sock.recv(4096):  # the master answers, then closes
+                        pass
+                return
+            except (ConnectionRefusedError, FileNotFoundError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2)
 
 
 class Controller:
@@ -146,9 +168,14 @@ class Controller:
         members = self.plan_membership(desired, configured, live_conns)
         base = self.files.base()
         new_text = render(base, members, desired)
-        if new_text == text or not self.files.install(new_text):
+        # A running HAProxy that serves other servers than the file (a reload was lost,
+        # e.g. the controller died right after writing the file) is reloaded too.
+        stale = live_ok and set(self.runtime.servers(self.cfg.backend)) != set(members)
+        if new_text == text and not stale:
             return False
-        membership_changed = set(members) != set(configured)
+        if new_text != text and not self.files.install(new_text):
+            return False
+        membership_changed = stale or set(members) != set(configured)
         if live_ok and (membership_changed or not text.startswith(base.rstrip("\n"))):
             self.files.reload()
             log.info("haproxy.cfg: servers now %s; HAProxy reloaded",

@@ -16,7 +16,11 @@ class ControllerConfig:
     base_file: str
     config_file: str
     socket: str
-    reload_command: str
+    reload_command: str = ""
+    # HAProxy's master CLI socket: when set, the controller reloads HAProxy by sending
+    # `reload` to it (machines: the controller runs as haproxy, the master as root);
+    # otherwise it runs reload_command (the local sandbox: supervisorctl signal).
+    master_socket: str = ""
     backend: str = APP_BACKEND
     health_path: str = "/healthz"
     resync_seconds: float = 1.0

@@ -30,22 +30,24 @@ KbdInteractiveAuthentication no
 PermitRootLogin no
 UseDNS no
 SSHD
-# Every machine gets its own host keys at first boot, as cloud-init does on EC2.
+# At every boot, before sshd: host keys made for this machine (as cloud-init does on
+# EC2), and the certificate authorities the rig copied in from the control machine
+# (behind a TLS-inspecting egress proxy, apt and pip need them as an AMI would).
 rm -f "$root"/etc/ssh/ssh_host_*
-cat > "$root/etc/systemd/system/rig-host-keys.service" <<UNIT
+cat > "$root/etc/systemd/system/rig-first-boot.service" <<UNIT
 [Unit]
-Description=SSH host keys of this machine
+Description=Host keys and trusted CAs of this machine
 Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
 ExecStart=/usr/bin/ssh-keygen -A
+ExecStart=/usr/sbin/update-ca-certificates
 
 [Install]
 WantedBy=multi-user.target
 UNIT
-chroot "$root" systemctl enable rig-host-keys.service ssh.service
+chroot "$root" systemctl enable rig-first-boot.service ssh.service
 # Nothing in a container drives consoles or devices.
 chroot "$root" systemctl mask getty@tty1.service console-getty.service \
   systemd-udevd.service systemd-udev-trigger.service systemd-remount-fs.service \
