@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cdpipe-installed
 
-.PHONY: setup demo test unit e2e lint bench down clean pipeline
+.PHONY: setup demo test unit e2e lint bench down clean pipeline machines machines-down
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ demo: setup
 test: setup
 	scripts/bootstrap
 	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit
+	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit rig
 	$(BIN)/ansible-lint --nocolor playbooks/ roles/
 	$(BIN)/pytest
 
@@ -37,7 +37,7 @@ e2e: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit
+	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit rig
 	$(BIN)/ansible-lint playbooks/ roles/
 
 # The Jenkins stages, in Jenkins' order, deploying to the local provider.
@@ -46,6 +46,20 @@ pipeline:
 	scripts/ci_test
 	scripts/ci_analysis
 	CDPIPE_PROVIDER=local scripts/post_build
+
+# The AWS path without an AWS account: a moto server whose instances are Debian machines
+# (podman containers with systemd and sshd, see rig/), configured over SSH by
+# `cdpipe up --provider aws`. Left up for you: `source .rig/env.sh`, then any cdpipe
+# command; it removes itself after 4 hours, or at `make machines-down`.
+machines: setup
+	scripts/bootstrap
+	$(BIN)/python -m rig up
+	source .rig/env.sh && $(BIN)/cdpipe up --provider aws
+	@echo "machines up: source .rig/env.sh, then .venv/bin/cdpipe status; make machines-down removes them"
+
+machines-down: setup
+	-[ -f .rig/env.sh ] && source .rig/env.sh && $(BIN)/python -m rig env >/dev/null && $(BIN)/cdpipe down
+	$(BIN)/python -m rig down
 
 bench: setup
 	$(BIN)/python -m bench

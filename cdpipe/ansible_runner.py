@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +109,7 @@ def run_playbook(
     playbook: str,
     inventory: Path,
     logs_dir: Path,
-    extra_vars: dict[str, str] | None = None,
+    extra_vars: Mapping[str, str | bool] | None = None,
     limit: str | None = None,
     show: Callable[[str], None] = print,
 ) -> PlaybookResult:

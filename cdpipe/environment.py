@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -94,10 +94,11 @@ class Environment:
             self.show(f"provisioning {self.provider.name} instances")
             self.provision()
             self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
-            extra = {"app_ref": sha}
+            extra: dict[str, str | bool] = {"app_ref": sha}
             if not self.state.deployed:
-                # Nothing serves yet: no server to keep in rotation, deploy all at once.
-                extra["app_deploy_batch"] = "100%"
+                # Nothing serves yet: no server to keep in rotation, deploy all at once,
+                # and drain none (an up that failed half-way may have registered some).
+                extra |= {"app_deploy_batch": "100%", "app_drain": False}
             result = self._playbook("site.yml", extra)
             for role in APP_ROLES:
                 self.state.deployed[role] = sha
@@ -195,7 +196,7 @@ class Environment:
         except runtime_control.redis.RedisError as exc:
             raise CdpipeError(f"cannot update {servers_key('prod')}: {exc}") from None
 
-    def _playbook(self, playbook: str, extra: dict[str, str],
+    def _playbook(self, playbook: str, extra: Mapping[str, str | bool],
                   limit: str | None = None) -> PlaybookResult:
         self.provider.check_deployable()
         # The inventory must be current before Ansible reads it.

@@ -37,7 +37,7 @@ REDIS_URL_TEMPLATE = (
 
 
 def host_vars(instance: Instance, provider: Provider) -> dict[str, Any]:
-    return {"cdpipe_instance_id": instance.id, "cdpipe_address": instance.host,
+    return {"cdpipe_instance_id": instance.id, "cdpipe_address": instance.internal_address,
             **port_vars(instance.role, instance.ports), **provider.host_vars(instance)}
 
 
@@ -54,7 +54,7 @@ def common_vars(settings: Settings, state: State, provider: Provider) -> dict[st
     }
     redis_servers = state.of_role("redis")
     if redis_servers:
-        facts["cdpipe_redis_host"] = redis_servers[0].host
+        facts["cdpipe_redis_host"] = redis_servers[0].internal_address
         facts["cdpipe_redis_port"] = redis_servers[0].ports["redis"]
     return facts
 

@@ -18,18 +18,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="the rig's state: key, logs, rig.json (default .rig/)")
     parser.add_argument("--hours", type=float, default=4.0,
                         help="the rig removes itself after this long (default 4)")
+    parser.add_argument("--repo", type=Path, default=None,
+                        help="git repository the machines clone (default this checkout)")
     args = parser.parse_args(argv)
     if args.command == "check":
         reason = unavailable()
         print(reason or "machines can run here")
         return 1 if reason else 0
     if args.command == "serve":
-        return server.serve(args.dir, args.hours)
+        return server.serve(args.dir, args.hours, args.repo or server.PROJECT_ROOT)
     if args.command == "down":
         print("rig: stopped" if control.down(args.dir) else "rig: none running")
         return 0
     try:
-        info = control.up(args.dir, args.hours) if args.command == "up" else (
+        info = control.up(args.dir, args.hours, args.repo) if args.command == "up" else (
             control.running(args.dir))
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)

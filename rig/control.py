@@ -29,6 +29,7 @@ def aws_environment(rig_dir: Path, info: RigInfo) -> dict[str, str]:
     key = ensure_key(rig_dir)
     return {
         "CDPIPE_PROVIDER": "aws",
+        "CDPIPE_HOME": str(rig_dir / "home"),
         "AWS_ENDPOINT_URL": info.moto_url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -57,15 +58,21 @@ def running(rig_dir: Path) -> RigInfo | None:
     return info
 
 
-def up(rig_dir: Path, hours: float, timeout: float = 900) -> RigInfo:
+def up(rig_dir: Path, hours: float, repo: Path | None = None,
+       timeout: float = 900) -> RigInfo:
+    """Starts a rig serving ``repo`` (default: this checkout) to its machines over git://;
+    returns once moto answers (the first time, after the image is built)."""
     info = running(rig_dir)
     if info:
         return info
     rig_dir.mkdir(parents=True, exist_ok=True)
     ensure_key(rig_dir)
     err = (rig_dir / "serve.err").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "rig", "serve", "--dir", str(rig_dir),
-                             "--hours", str(hours)], stdin=subprocess.DEVNULL,
+    command = [sys.executable, "-m", "rig", "serve", "--dir", str(rig_dir),
+               "--hours", str(hours)]
+    if repo is not None:
+        command += ["--repo", str(repo)]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                             stdout=err, stderr=err, start_new_session=True,
                             cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + timeout

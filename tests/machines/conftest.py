@@ -1,0 +1,126 @@
+"""One AWS environment on the machine rig, shared by the machine tests of a session.
+
+A rig (``rig/``) turns every instance its moto server launches into a Debian machine
+reachable over SSH at the instance's private address; ``cdpipe up --provider aws``
+then provisions and configures them exactly as on EC2. The environment deploys a
+this checkout, which the rig serves over git:// (``new`` is HEAD, ``old`` HEAD~1: refs
+resolve in the checkout cdpipe runs from, as in a Jenkins workspace).
+Everything is removed at the end (``cdpipe down``, then the rig's own teardown).
+
+Outside CI, where podman cannot run, the suite skips with the reason; with
+``CDPIPE_REQUIRE_MACHINES=1`` (set by ``.ci/run``) it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cdpipe import PROJECT_ROOT
+from rig import control
+from rig.podman import podman, unavailable
+from rig.server import RigInfo
+from tests.support import git
+
+CDPIPE = str(Path(sys.executable).parent / "cdpipe")
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+
+
+@dataclass
+class MachinesEnv:
+    rig_dir: Path
+    rig: RigInfo
+    home: Path
+    repo: Path
+    env: dict[str, str]
+    old: str
+    new: str
+    timings: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def cdpipe(self, *args: str, check: bool = True,
+               timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([CDPIPE, *args], env=self.env, capture_output=True, text=True,
+                             timeout=timeout, check=False)
+        if check and out.returncode != 0:
+            raise AssertionError(f"cdpipe {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.cdpipe("status", "--json").stdout)  # type: ignore[no-any-return]
+
+    def address(self, role: str) -> str:
+        return next(i["url"].split("//")[1].rsplit(":", 1)[0]
+                    for i in self.status()["instances"] if i["role"] == role)
+
+    def instance_id(self, role: str) -> str:
+        return next(str(i["id"]) for i in self.status()["instances"] if i["role"] == role)
+
+    @property
+    def key(self) -> Path:
+        return self.rig_dir / "id_ed25519"
+
+    def ssh(self, address: str, command: str, check: bool = True) -> str:
+        out = subprocess.run(["ssh", *SSH_OPTIONS, "-i", str(self.key), f"admin@{address}",
+                              command], capture_output=True, text=True, timeout=120,
+                             check=False)
+        if check and out.returncode != 0:
+            raise AssertionError(f"ssh {address} {command!r}: {out.stderr.strip()}")
+        return out.stdout
+
+    def machine(self, instance_id: str) -> str:
+        return f"rig-{self.rig.rig_id}-{instance_id}"
+
+
+def _require_machines() -> None:
+    reason = unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CDPIPE_REQUIRE_MACHINES") == "1":
+        pytest.fail(f"the machine suite must run here, but {reason}")
+    pytest.skip(f"machines cannot run here: {reason}")
+
+
+@pytest.fixture(scope="session")
+def machines_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachinesEnv]:
+    _require_machines()
+    root = tmp_path_factory.mktemp("machines")
+    repo = PROJECT_ROOT
+    new = git(repo, "rev-parse", "HEAD")
+    old = git(repo, "rev-parse", "HEAD~1")
+    rig_dir = root / "rig"
+    started = time.monotonic()
+    info = control.up(rig_dir, hours=1.5)
+    timings = {"rig up": time.monotonic() - started}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDPIPE_"))}
+    env |= control.aws_environment(rig_dir, info) | {"CDPIPE_HOME": str(root / "home")}
+    machines = MachinesEnv(rig_dir, info, root / "home", repo, env, old, new, timings)
+    try:
+        yield machines
+    finally:
+        machines.cdpipe("down", check=False, timeout=600)
+        control.down(rig_dir)
+        leftover = podman("ps", "--all", "--quiet", "--filter",
+                          f"label=io.cdpipe.rig={info.rig_id}", check=False).split()
+        if leftover:
+            podman("rm", "--force", *leftover, check=False)
+
+
+@pytest.fixture(scope="session")
+def deployed(machines_env: MachinesEnv) -> MachinesEnv:
+    """`cdpipe up --provider aws` from nothing, then again (the second changes nothing)."""
+    for run in ("first up", "second up"):
+        started = time.monotonic()
+        out = machines_env.cdpipe("up", "--provider", "aws")
+        machines_env.timings[run] = time.monotonic() - started
+        machines_env.outputs[run] = out.stdout + out.stderr
+    return machines_env
