@@ -5,7 +5,14 @@ from __future__ import annotations
 import platform
 import time
 
-from bench import deploy_times, monitoring_bench, proxy_overhead, runtime_control, settle_times
+from bench import (
+    deploy_times,
+    machine_times,
+    monitoring_bench,
+    proxy_overhead,
+    runtime_control,
+    settle_times,
+)
 from bench.scratch_env import bench_env
 
 
@@ -34,6 +41,7 @@ def main() -> None:
         runtime_control.report(env)
         monitoring_bench.report(env)
         settle_times.report(env)  # after monitoring_bench: the environment polls every 1 s
+    machine_times.report()  # its own environment, on the rig's machines
 
 
 if __name__ == "__main__":

@@ -95,9 +95,12 @@ def up(
     console.print(f"  try:  curl -s {proxy_url}/")
     console.print(f"        curl -si {proxy_url}/hiddenfeature   # 404 while the flag is off")
     redis_server = env.state.of_role("redis")[0]
+    redis_host = ("" if redis_server.host in ("127.0.0.1", "localhost")
+                  else f"-h {redis_server.host} ")
     console.print(
         f"        REDISCLI_AUTH=$(cat {env.settings.secrets_dir}/redis_password) "
-        f"redis-cli -p {redis_server.ports['redis']} SET {flag_key('hiddenfeature')} on",
+        f"redis-cli {redis_host}-p {redis_server.ports['redis']} "
+        f"SET {flag_key('hiddenfeature')} on",
         markup=False, soft_wrap=True,
     )
     console.print(f"        {_cdpipe_command()} status", markup=False)

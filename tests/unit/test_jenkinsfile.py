@@ -271,8 +271,11 @@ def test_deploy_binds_the_credentials_around_post_build() -> None:
 
 def test_the_environment_each_stage_sees() -> None:
     assert assignments(PIPELINE.child("environment")) == {"CI": "true"}
-    # post_build reads CDPIPE_PROVIDER (local when unset): in Jenkins the deploy goes to aws.
-    assert stage_environment("Deploy") == {"CI": "true", "CDPIPE_PROVIDER": "aws"}
+    # post_build reads CDPIPE_PROVIDER (local when unset): in Jenkins the deploy goes to aws,
+    # to one fixed environment id (a wiped workspace finds it again), over private IPs.
+    assert stage_environment("Deploy") == {
+        "CI": "true", "CDPIPE_PROVIDER": "aws", "CDPIPE_AWS_ENVIRONMENT": "prod",
+        "CDPIPE_AWS_ADDRESS": "private"}
     for name in STAGES[:-1]:
         assert not stage(name).has("environment"), f"{name} sets variables of its own"
 

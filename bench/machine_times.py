@@ -1,0 +1,60 @@
+"""The AWS path on the machine rig (``rig/``): `cdpipe up --provider aws` from nothing
+(moto's instances become Debian machines, configured over SSH) and a no-change re-run,
+then `cdpipe down`. Skipped, with the reason, where podman cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rig import control
+from rig.podman import unavailable
+
+CDPIPE = str(Path(sys.executable).parent / "cdpipe")
+
+
+def _timed(env: dict[str, str], *args: str) -> float:
+    started = time.monotonic()
+    out = subprocess.run([CDPIPE, *args], env=env, capture_output=True, text=True,
+                         timeout=1800, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"cdpipe {' '.join(args)} failed: {out.stderr.strip()}")
+    return time.monotonic() - started
+
+
+def run() -> list[tuple[str, float]]:
+    with tempfile.TemporaryDirectory(prefix="cdpipe-bench-rig-") as tmp:
+        rig_dir = Path(tmp) / "rig"
+        started = time.monotonic()
+        info = control.up(rig_dir, hours=1)
+        rows = [("rig up (moto, network; the image when its recipe changed)",
+                 time.monotonic() - started)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDPIPE_"))}
+        env |= control.aws_environment(rig_dir, info) | {"CDPIPE_HOME": str(Path(tmp) / "home")}
+        try:
+            rows.append(("up --provider aws from nothing (4 machines)",
+                         _timed(env, "up", "--provider", "aws")))
+            rows.append(("up --provider aws again, nothing changed",
+                         _timed(env, "up", "--provider", "aws")))
+            rows.append(("down (terminate, groups, key pair)", _timed(env, "down")))
+        finally:
+            subprocess.run([CDPIPE, "down"], env=env, capture_output=True, timeout=600,
+                           check=False)
+            control.down(rig_dir)
+    return rows
+
+
+def report() -> None:
+    print("\n## The AWS path on the machine rig (wall clock)")
+    reason = unavailable()
+    if reason:
+        print(f"skipped: {reason}")
+        return
+    print(f"| {'step':<58} | seconds |")
+    print(f"|{'-' * 60}|---------|")
+    for what, took in run():
+        print(f"| {what:<58} | {took:7.1f} |")
