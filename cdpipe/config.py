@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
@@ -32,6 +32,9 @@ class Settings(BaseSettings):
                            description="first local port; each instance takes a block of 10")
     app_repo: str = Field(default=str(PROJECT_ROOT),
                           description="git repository the releases are cloned from")
+    app_deploy_key_file: FilePath | None = Field(
+        default=None, description="private key of a deploy key for a private app_repo "
+                                  "over SSH, on this machine (never in git)")
     canary_weight: int = Field(default=DEFAULT_CANARY_WEIGHT, ge=0, le=100,
                                description="the canary's initial share of requests, "
                                            "percent: canary:weight unless it is set")

@@ -49,6 +49,9 @@ def common_vars(settings: Settings, state: State, provider: Provider) -> dict[st
         "cdpipe_redis_url": REDIS_URL_TEMPLATE,
         "app_repo": settings.app_repo,
         "app_keep_releases": settings.keep_releases,
+        # The path of the key, never the key: the app role copies it without logging.
+        "app_deploy_key_file": (str(settings.app_deploy_key_file.expanduser())
+                                if settings.app_deploy_key_file else ""),
         "proxy_backend": APP_BACKEND,
         "proxy_canary_weight": settings.canary_weight,
     }

@@ -8,7 +8,9 @@ resolve in the checkout cdpipe runs from, as in a Jenkins workspace).
 Everything is removed at the end (``cdpipe down``, then the rig's own teardown).
 
 Outside CI, where podman cannot run, the suite skips with the reason; with
-``CDPIPE_REQUIRE_MACHINES=1`` (set by ``.ci/run``) it fails instead.
+``CDPIPE_REQUIRE_MACHINES=1`` (set by ``.ci/run``) it fails instead. While developing,
+``CDPIPE_MACHINES_REUSE=.rig`` runs the tests on the rig and environment of `make
+machines` and leaves them up.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ class MachinesEnv:
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
-    def cdpipe(self, *args: str, check: bool = True,
-               timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([CDPIPE, *args], env=self.env, capture_output=True, text=True,
-                             timeout=timeout, check=False)
+    def cdpipe(self, *args: str, check: bool = True, timeout: float = 1200,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([CDPIPE, *args], env=env or self.env, capture_output=True,
+                             text=True, timeout=timeout, check=False)
         if check and out.returncode != 0:
             raise AssertionError(f"cdpipe {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out
@@ -97,13 +99,20 @@ def machines_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachinesE
     repo = PROJECT_ROOT
     new = git(repo, "rev-parse", "HEAD")
     old = git(repo, "rev-parse", "HEAD~1")
-    rig_dir = root / "rig"
+    reuse = os.environ.get("CDPIPE_MACHINES_REUSE")  # a running rig's dir (developing)
+    rig_dir = Path(reuse) if reuse else root / "rig"
     started = time.monotonic()
-    info = control.up(rig_dir, hours=1.5)
+    info = control.running(rig_dir) if reuse else control.up(rig_dir, hours=1.5)
+    if info is None:
+        pytest.fail(f"CDPIPE_MACHINES_REUSE={reuse}: no rig runs there")
     timings = {"rig up": time.monotonic() - started}
+    home = rig_dir / "home" if reuse else root / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDPIPE_"))}
-    env |= control.aws_environment(rig_dir, info) | {"CDPIPE_HOME": str(root / "home")}
-    machines = MachinesEnv(rig_dir, info, root / "home", repo, env, old, new, timings)
+    env |= control.aws_environment(rig_dir, info) | {"CDPIPE_HOME": str(home)}
+    machines = MachinesEnv(rig_dir, info, home, repo, env, old, new, timings)
+    if reuse:
+        yield machines  # the developer's rig and environment stay up
+        return
     try:
         yield machines
     finally:
@@ -120,7 +129,7 @@ def deployed(machines_env: MachinesEnv) -> MachinesEnv:
     """`cdpipe up --provider aws` from nothing, then again (the second changes nothing)."""
     for run in ("first up", "second up"):
         started = time.monotonic()
-        out = machines_env.cdpipe("up", "--provider", "aws")
+        out = machines_env.cdpipe("up", "--provider", "aws", "--ref", machines_env.new)
         machines_env.timings[run] = time.monotonic() - started
         machines_env.outputs[run] = out.stdout + out.stderr
     return machines_env

@@ -9,15 +9,19 @@ import contextlib
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import requests
 
+from cdpipe import PROJECT_ROOT
 from devkit.ports import free_port
 from rig.podman import podman
 from tests.e2e.load import Load, count_requests, share
 from tests.machines.conftest import SSH_OPTIONS, MachinesEnv
+from tests.machines.private_git import private_git_server
 from tests.support import wait_until
 
 
@@ -73,6 +77,26 @@ def test_up_from_nothing_converges_and_a_second_run_changes_nothing(
         assert instance["url"].split("//")[1].startswith("172.31.")  # the private address
 
 
+def test_the_readme_laptop_command_converges_through_the_aws_inventory(
+        deployed: MachinesEnv) -> None:
+    """README, AWS: with the environment's id and region exported,
+    `ansible-playbook -i inventory/aws_ec2.yml playbooks/site.yml` finds the machines by
+    their tags, each app group's commit by its Commit tag, and changes nothing."""
+    report = deployed.status()
+    env = deployed.env | {"CDPIPE_AWS_ENVIRONMENT": report["environment"],
+                          "CDPIPE_AWS_REGION": report["region"]}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "inventory/aws_ec2.yml",
+         "playbooks/site.yml"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        timeout=900, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    recap = re.findall(r"^(i-\w+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0",
+                       out.stdout, re.MULTILINE)
+    assert sorted(host for host, _ in recap) == sorted(
+        i["id"] for i in report["instances"])
+    assert {changed for _, changed in recap} == {"0"}, out.stdout[-3000:]
+
+
 def test_services_run_as_their_own_users(deployed: MachinesEnv) -> None:
     def users(role: str, pattern: str) -> set[str]:
         out = deployed.ssh(deployed.address(role), "ps -eo user:20,args")
@@ -86,11 +110,11 @@ def test_services_run_as_their_own_users(deployed: MachinesEnv) -> None:
     assert users("proxy", "monitoring.monitor") == {"cdpipe"}
     assert users("redis", "cdpipe_host.metrics_agent") == {"cdpipe"}
     # HAProxy's master binds port 80 as root; the workers that serve run as haproxy.
-    assert "haproxy" in users("proxy", "haproxy -W")
+    assert users("proxy", "-f /opt/cdpipe/haproxy/haproxy.cfg") == {"root", "haproxy"}
     redis_host = deployed.address("redis")
-    assert deployed.ssh(redis_host, "systemctl is-enabled redis-server",
+    assert deployed.ssh(redis_host, "sudo systemctl is-enabled redis-server",
                         check=False).strip() == "masked"
-    assert deployed.ssh(deployed.address("proxy"), "systemctl is-enabled haproxy",
+    assert deployed.ssh(deployed.address("proxy"), "sudo systemctl is-enabled haproxy",
                         check=False).strip() == "masked"
 
 
@@ -149,6 +173,54 @@ def test_canary_deploy_and_promote_under_steady_load(deployed: MachinesEnv) -> N
         assert (versions["prod"], versions["canary"]) == (deployed.old, deployed.old)
     assert len(load.samples) > 100
     assert load.failures() == []
+
+
+def test_scale_out_brings_a_new_machine_and_scale_in_removes_it(
+        deployed: MachinesEnv) -> None:
+    """The rig makes a machine for an instance launched later too, and removes it when
+    the instance is terminated; the new machine serves prod's commit in rotation."""
+    before = {i["id"] for i in deployed.status()["instances"]}
+    proxy = f"http://{deployed.address('proxy')}/"
+    with Load(proxy, threads=2, max_seconds=900, pause=0.05) as load:
+        deployed.cdpipe("scale", "out")
+        report = deployed.status()
+        new = [i for i in report["instances"] if i["id"] not in before]
+        assert len(new) == 1 and new[0]["role"] == "prod" and new[0]["healthy"]
+        assert new[0]["version"] == report["deployed"]["prod"]
+        machine = deployed.machine(new[0]["id"])
+        assert podman("inspect", "--format", "{{.State.Running}}", machine).strip() == "true"
+        wait_until(lambda: new[0]["id"] in {s.instance for s in count_requests(proxy, 60)},
+                   30, "the new machine answering through the proxy")
+        deployed.cdpipe("scale", "in")
+    assert load.failures() == []
+    assert {i["id"] for i in deployed.status()["instances"]} == before
+    wait_until(lambda: podman("ps", "--all", "--quiet", "--filter",
+                              f"name=^{machine}$").strip() == "", 30,
+               "the terminated instance's machine removed")
+
+
+def test_a_private_repository_through_a_deploy_key(deployed: MachinesEnv,
+                                                  tmp_path: Path) -> None:
+    with private_git_server(tmp_path / "git", PROJECT_ROOT) as (url, key):
+        env = deployed.env | {"CDPIPE_APP_REPO": url}
+        # Without the key the machine cannot clone: one line naming the step, and the
+        # canary keeps serving what it served.
+        before = {i["role"]: i["version"] for i in deployed.status()["instances"]}
+        out = deployed.cdpipe("deploy", "--ref", deployed.new, "--target", "canary",
+                              check=False, env=env)
+        assert out.returncode == 1
+        assert "Check out the exact commit" in out.stderr, out.stderr
+        assert {i["role"]: i["version"] for i in deployed.status()["instances"]} == before
+        deployed.cdpipe("deploy", "--ref", deployed.new, "--target", "canary",
+                        env=env | {"CDPIPE_APP_DEPLOY_KEY_FILE": str(key)})
+    versions = {i["role"]: i["version"] for i in deployed.status()["instances"]}
+    assert versions["canary"] == deployed.new
+    canary = deployed.address("canary")
+    assert deployed.ssh(canary, "sudo stat -c '%U %a' /opt/cdpipe/app/shared/deploy_key"
+                        ).strip() == "root 600"
+    secret = key.read_text().splitlines()[1]  # a line of the private key's body
+    logs = "".join(p.read_text(errors="replace") for p in (deployed.home / "logs").iterdir())
+    assert secret not in logs
 
 
 def test_a_dead_machine_is_unhealthy_and_the_proxy_routes_around_it(
