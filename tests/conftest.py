@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -14,6 +15,20 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from tests.support import free_port
+
+# What the tests themselves read from the caller's environment; every other AWS_* and
+# CDPIPE_* variable is dropped for the session (pytest_configure).
+TEST_CONTROLS = {"CDPIPE_REQUIRE_MACHINES", "CDPIPE_MACHINES_REUSE"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run on the local provider (and the machine suite on its own rig) whatever
+    the caller exported: a sourced `.rig/env.sh` or a Jenkins agent's AWS credentials
+    must never send `cdpipe up`/`down` of the end-to-end tests to AWS."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "CDPIPE_")) and name not in TEST_CONTROLS:
+            del os.environ[name]
+
 
 TEST_APP_CONFIG = {"APP_REDIS_URL": "", "APP_VERSION": "abc123", "APP_INSTANCE_ID": "prod-7",
                    "APP_ROLE": "prod", "TESTING": True}
