@@ -30,7 +30,7 @@ def run() -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory(prefix="cdpipe-bench-rig-") as tmp:
         rig_dir = Path(tmp) / "rig"
         started = time.monotonic()
-        info = control.up(rig_dir, hours=1)
+        info = control.up(rig_dir, hours=1, show=lambda _line: None)
         rows = [("rig up (moto, network; the image when its recipe changed)",
                  time.monotonic() - started)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDPIPE_"))}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rig.machines import DEFAULT_USER
@@ -51,15 +52,11 @@ def running(rig_dir: Path) -> RigInfo | None:
     if not path.exists():
         return None
     info = RigInfo.load(path)
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return None
-    return info
+    return info if _alive(info.pid) else None
 
 
-def up(rig_dir: Path, hours: float, repo: Path | None = None,
-       timeout: float = 900) -> RigInfo:
+def up(rig_dir: Path, hours: float, repo: Path | None = None, timeout: float = 900,
+       show: Callable[[str], None] = print) -> RigInfo:
     """Starts a rig serving ``repo`` (default: this checkout) to its machines over git://;
     returns once moto answers (the first time, after the image is built)."""
     info = running(rig_dir)
@@ -82,7 +79,7 @@ def up(rig_dir: Path, hours: float, repo: Path | None = None,
         if log.exists():
             lines = log.read_text(encoding="utf-8").splitlines()
             for line in lines[shown:]:
-                print(line, flush=True)
+                show(line)
             shown = len(lines)
         info = running(rig_dir)
         if info:
@@ -103,6 +100,21 @@ def down(rig_dir: Path, timeout: float = 120) -> bool:
         return False
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while running(rig_dir) and time.monotonic() < deadline:
+    while _alive(info.pid) and time.monotonic() < deadline:  # until all is removed
         time.sleep(0.5)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether the rig process runs (reaped first when this process started it, so a
+    finished child does not linger as a zombie that looks alive)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: started by another `rig up`
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
     return True
