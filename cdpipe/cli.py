@@ -95,12 +95,17 @@ def up(
     console.print(f"  try:  curl -s {proxy_url}/")
     console.print(f"        curl -si {proxy_url}/hiddenfeature   # 404 while the flag is off")
     redis_server = env.state.of_role("redis")[0]
-    redis_host = ("" if redis_server.host in ("127.0.0.1", "localhost")
-                  else f"-h {redis_server.host} ")
+    port = redis_server.ports["redis"]
+    if env.provider.name != "local":
+        # Redis answers only the proxy and app machines: through an SSH tunnel via the proxy.
+        proxy = env.state.of_role("proxy")[0]
+        console.print(f"        ssh -N -L 16379:{redis_server.internal_address}:{port} "
+                      f"{env.settings.aws_ssh_user}@{proxy.host} &", markup=False,
+                      soft_wrap=True)
+        port = 16379
     console.print(
         f"        REDISCLI_AUTH=$(cat {env.settings.secrets_dir}/redis_password) "
-        f"redis-cli {redis_host}-p {redis_server.ports['redis']} "
-        f"SET {flag_key('hiddenfeature')} on",
+        f"redis-cli -p {port} SET {flag_key('hiddenfeature')} on",
         markup=False, soft_wrap=True,
     )
     console.print(f"        {_cdpipe_command()} status", markup=False)

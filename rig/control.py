@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rig.machines import DEFAULT_USER
-from rig.server import AMI_NAME_FILTER, GATEWAY, REGION, RigInfo
+from rig.server import AMI_NAME_FILTER, GATEWAY, REGION, SUBNET, RigInfo
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".rig"
 
@@ -32,6 +32,10 @@ def aws_environment(rig_dir: Path, info: RigInfo) -> dict[str, str]:
         "CDPIPE_PROVIDER": "aws",
         "CDPIPE_HOME": str(rig_dir / "home"),
         "AWS_ENDPOINT_URL": info.moto_url,
+        "AWS_ENDPOINT_URL_EC2": info.moto_url,  # boto3 prefers it over AWS_ENDPOINT_URL
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+        "NO_PROXY": f"127.0.0.1,localhost,{SUBNET}",
+        "no_proxy": f"127.0.0.1,localhost,{SUBNET}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": REGION,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -25,6 +26,25 @@ def unavailable() -> str | None:
         return "debootstrap is not installed (scripts/bootstrap installs it)"
     if os.geteuid() != 0:
         return "the rig needs root (rootful podman gives machines their own addresses)"
+    clash = _address_in_rig_subnet()
+    if clash:
+        return (f"this machine already has {clash}, inside the rig's network 172.31.0.0/16 "
+                "(moto's default VPC, which the machines' addresses must match)")
+    return None
+
+
+def _address_in_rig_subnet() -> str | None:
+    """An address of this machine inside 172.31.0.0/16, other than the rig bridge's own."""
+    rig = ipaddress.ip_network("172.31.0.0/16")
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        address = ipaddress.ip_interface(fields[3])
+        if address.ip in rig and address.ip != ipaddress.ip_address("172.31.0.1"):
+            return f"{address} on {fields[1]}"
     return None
 
 

@@ -147,19 +147,20 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
     podman("network", "rm", "--force", NETWORK, check=False)
     podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
            "--label", f"{LABEL}={rig_id}", NETWORK)
-    port = _free_port()
-    moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                             "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    moto_url = f"http://127.0.0.1:{port}"
-    git_base = rig_dir / "git"
-    git_base.mkdir(exist_ok=True)
-    link = git_base / "cdpipe.git"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(repo / ".git")
     git: subprocess.Popen[bytes] | None = None
+    moto: subprocess.Popen[bytes] | None = None
     try:
+        port = _free_port()
+        moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
+                                 "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        moto_url = f"http://127.0.0.1:{port}"
+        git_base = rig_dir / "git"
+        git_base.mkdir(exist_ok=True)
+        link = git_base / "cdpipe.git"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(repo / ".git")
         _wait_http(moto_url, 30)
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_url,
                            aws_access_key_id="testing", aws_secret_access_key="testing")

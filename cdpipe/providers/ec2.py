@@ -536,7 +536,7 @@ class Ec2Provider(Provider):
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
-        return {"ansible_host": instance.host, "cdpipe_address": instance.private_address}
+        return {"ansible_host": instance.host, "cdpipe_address": instance.internal_address}
 
     def record_deployed(self, state: State) -> None:
         """Tags each app instance with the commit it now runs (``Commit``): the AWS

@@ -77,10 +77,12 @@ class HAProxyFiles:
                     while sock.recv(4096):  # the master answers, then closes
                         pass
                 return
-            except (ConnectionRefusedError, FileNotFoundError):
+            except (ConnectionRefusedError, FileNotFoundError) as exc:
                 if attempt == attempts - 1:
-                    raise
+                    raise HAProxyError(f"master socket {self.cfg.master_socket}: {exc}") from exc
                 time.sleep(0.2)
+            except OSError as exc:
+                raise HAProxyError(f"master socket {self.cfg.master_socket}: {exc}") from exc
 
 
 class Controller:
@@ -92,6 +94,9 @@ class Controller:
                                           socket_timeout=2, socket_connect_timeout=2,
                                           health_check_interval=10)
         self.draining_since: dict[str, float] = {}
+        # Whether the running HAProxy was compared with haproxy.cfg since this controller
+        # started (once: right after a reload HAProxy may still answer with the old list).
+        self.compared_running = False
 
     def healthy(self, server: Server) -> bool:
         url = f"http://{server.address}{self.cfg.health_path}"
@@ -168,9 +173,13 @@ class Controller:
         members = self.plan_membership(desired, configured, live_conns)
         base = self.files.base()
         new_text = render(base, members, desired)
-        # A running HAProxy that serves other servers than the file (a reload was lost,
-        # e.g. the controller died right after writing the file) is reloaded too.
-        stale = live_ok and set(self.runtime.servers(self.cfg.backend)) != set(members)
+        # A running HAProxy that serves other servers than the file when the controller
+        # starts (a reload was lost: the controller died right after writing the file)
+        # is reloaded too. Checked once: right after a reload the old list still answers.
+        stale = False
+        if live_ok and not self.compared_running:
+            self.compared_running = True
+            stale = set(self.runtime.servers(self.cfg.backend)) != set(configured)
         if new_text == text and not stale:
             return False
         if new_text != text and not self.files.install(new_text):

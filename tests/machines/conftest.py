@@ -3,8 +3,9 @@
 A rig (``rig/``) turns every instance its moto server launches into a Debian machine
 reachable over SSH at the instance's private address; ``cdpipe up --provider aws``
 then provisions and configures them exactly as on EC2. The environment deploys a
-this checkout, which the rig serves over git:// (``new`` is HEAD, ``old`` HEAD~1: refs
-resolve in the checkout cdpipe runs from, as in a Jenkins workspace).
+this checkout, which the rig serves over git://: ``old`` is HEAD, ``new`` a second commit
+of HEAD's tree on a branch made for the session and deleted after it (refs resolve in
+the checkout cdpipe runs from, as in a Jenkins workspace).
 Everything is removed at the end (``cdpipe down``, then the rig's own teardown).
 
 Outside CI, where podman cannot run, the suite skips with the reason; with
@@ -97,8 +98,18 @@ def machines_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachinesE
     _require_machines()
     root = tmp_path_factory.mktemp("machines")
     repo = PROJECT_ROOT
-    new = git(repo, "rev-parse", "HEAD")
-    old = git(repo, "rev-parse", "HEAD~1")
+    old = git(repo, "rev-parse", "HEAD")
+    # A second commit of the same tree, on a branch of its own for the session (a shallow
+    # clone may have no HEAD~1; the same tree keeps the app in step with the roles).
+    new = subprocess.run(
+        ["git", "-C", str(repo), "commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m",
+         "machine suite: a second commit of HEAD's tree"], capture_output=True, text=True,
+        check=True, env=os.environ | {
+            "GIT_AUTHOR_NAME": "cdpipe tests", "GIT_AUTHOR_EMAIL": "tests@cdpipe.invalid",
+            "GIT_COMMITTER_NAME": "cdpipe tests",
+            "GIT_COMMITTER_EMAIL": "tests@cdpipe.invalid"}).stdout.strip()
+    branch = f"cdpipe-machine-suite-{new[:8]}"
+    git(repo, "branch", "--force", branch, new)
     reuse = os.environ.get("CDPIPE_MACHINES_REUSE")  # a running rig's dir (developing)
     rig_dir = Path(reuse) if reuse else root / "rig"
     started = time.monotonic()
@@ -111,13 +122,19 @@ def machines_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachinesE
     env |= control.aws_environment(rig_dir, info) | {"CDPIPE_HOME": str(home)}
     machines = MachinesEnv(rig_dir, info, home, repo, env, old, new, timings)
     if reuse:
-        yield machines  # the developer's rig and environment stay up
+        try:
+            yield machines  # the developer's rig and environment stay up
+        finally:
+            git(repo, "branch", "-D", branch)
         return
     try:
         yield machines
     finally:
-        machines.cdpipe("down", check=False, timeout=600)
-        control.down(rig_dir)
+        try:
+            machines.cdpipe("down", check=False, timeout=600)
+        finally:
+            control.down(rig_dir)
+            git(repo, "branch", "-D", branch)
         leftover = podman("ps", "--all", "--quiet", "--filter",
                           f"label=io.cdpipe.rig={info.rig_id}", check=False).split()
         if leftover:
