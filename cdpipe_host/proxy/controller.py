@@ -186,10 +186,32 @@ class Controller:
             return False
         membership_changed = stale or set(members) != set(configured)
         if live_ok and (membership_changed or not text.startswith(base.rstrip("\n"))):
-            self.files.reload()
+            self.reload_until_serving(set(members))
             log.info("haproxy.cfg: servers now %s; HAProxy reloaded",
                      ", ".join(sorted(members)) or "none")
         return True
+
+    def reload_until_serving(self, names: set[str], attempts: int = 3,
+                             wait_seconds: float = 5.0) -> None:
+        """Reload, then wait until the running HAProxy serves ``names``; a reload that was
+        lost (asked while the master was still re-executing for the previous one) is
+        asked again. The old process may answer for a moment after a reload, so the
+        list is polled rather than read once."""
+        for attempt in range(attempts):
+            self.files.reload()
+            deadline = time.monotonic() + wait_seconds
+            while time.monotonic() < deadline:
+                try:
+                    if set(self.runtime.servers(self.cfg.backend)) == names:
+                        return
+                except HAProxyError:
+                    pass  # between the old process and the new one
+                time.sleep(0.1)
+            if attempt < attempts - 1:
+                log.warning("HAProxy does not serve %s %.0f s after a reload; reloading again",
+                            ", ".join(sorted(names)) or "no server", wait_seconds)
+        log.error("HAProxy still does not serve %s after %d reloads",
+                  ", ".join(sorted(names)) or "no server", attempts)
 
     def render_once(self) -> bool:
         """What Ansible runs before HAProxy may be up: one pass, through the runtime API
