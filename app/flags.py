@@ -92,7 +92,8 @@ class FlagCache:
     def _client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True,
                                     socket_timeout=self.timeout,
-                                    socket_connect_timeout=self.timeout)
+                                    socket_connect_timeout=self.timeout,
+                                    encoding_errors="replace")  # bytes that are not UTF-8
 
     def _listen(self, client: redis.Redis) -> None:
         while not self._stop.is_set():

@@ -46,7 +46,8 @@ def client(settings: Settings, state: State, timeout: float = 2) -> redis.Redis:
     if url is None:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                socket_connect_timeout=timeout)
+                                socket_connect_timeout=timeout,
+                                encoding_errors="replace")  # bytes that are not UTF-8
 
 
 def _call(action: str, fn: Callable[[], T]) -> T:

@@ -42,7 +42,8 @@ def _runtime(url: str | None) -> dict[str, Any]:
     if url is None:
         return out
     try:
-        client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True)
+        client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True,
+                                      encoding_errors="replace")  # not UTF-8: U+FFFD
         weight, alert = read_canary(client)
         out["canary"] = {"weight": weight, "alert": alert}
         out["flags"] = read_flags(client)

@@ -9,9 +9,14 @@ flag name makes buckets of different flags independent.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cdpipe_host.values import read_switch
+
+# ASCII only, and no exponent, underscore, sign or nan: float() alone takes '1_0', 'nan' and
+# digits of other scripts.
+PERCENT = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})%")
 
 
 class InvalidFlagValue(ValueError):
@@ -44,12 +49,9 @@ def parse(raw: str) -> FlagValue:
     switch = read_switch(raw)
     if switch is not None:
         return FlagValue(100.0 if switch else 0.0)
-    value = raw.strip().lower()
-    if value.endswith("%"):
-        try:
-            percent = float(value[:-1])
-        except ValueError:
-            raise InvalidFlagValue(raw) from None
-        if 0 <= percent <= 100:
+    value = raw.strip()
+    if PERCENT.fullmatch(value):
+        percent = float(value[:-1])
+        if percent <= 100:
             return FlagValue(percent)
     raise InvalidFlagValue(raw)

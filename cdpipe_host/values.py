@@ -1,17 +1,22 @@
 """How the values of the contract's keys read (DESIGN.md): on/off words, the canary
 alert and weight, and Redis replies as text. Invalid values are logged with their key
-and read as the safe default, never a crash.
+(cut to a readable length, control characters escaped) and read as the safe default,
+never a crash.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT
+from cdpipe_host.names import shown
 
 DEFAULT_CANARY_WEIGHT = 33
 ON_WORDS = frozenset({"on", "true", "1", "yes"})
 OFF_WORDS = frozenset({"off", "false", "0", "no"})
+
+WEIGHT = re.compile(r"[0-9]{1,3}%?")  # ASCII digits only: str.isdigit() takes '²'
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +48,19 @@ def read_alert(raw: str | None) -> bool:
         return False
     on = read_switch(raw)
     if on is None:
-        log.warning("invalid value %r for %s; treating the canary alert as on",
-                    raw, CANARY_ALERT)
+        log.warning("invalid value %s for %s; treating the canary alert as on",
+                    shown(raw), CANARY_ALERT)
         return True
     return on
 
 
 def valid_weight(raw: str) -> int | None:
     """An integer 0-100 (a trailing % allowed), else None."""
-    value = raw.strip().rstrip("%")
-    return int(value) if value.isdigit() and 0 <= int(value) <= 100 else None
+    value = raw.strip()
+    if not WEIGHT.fullmatch(value):
+        return None
+    weight = int(value.rstrip("%"))
+    return weight if weight <= 100 else None
 
 
 def read_weight(raw: str | None) -> int:
@@ -61,7 +69,7 @@ def read_weight(raw: str | None) -> int:
         return DEFAULT_CANARY_WEIGHT
     weight = valid_weight(raw)
     if weight is None:
-        log.warning("invalid value %r for %s; using %d", raw, CANARY_WEIGHT,
+        log.warning("invalid value %s for %s; using %d", shown(raw), CANARY_WEIGHT,
                     DEFAULT_CANARY_WEIGHT)
         return DEFAULT_CANARY_WEIGHT
     return weight

@@ -21,6 +21,7 @@ from statistics import mean
 import redis
 
 from cdpipe_host.keys import CANARY_ALERT, servers_key
+from cdpipe_host.names import OnceLog, server_entries
 from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
@@ -37,17 +38,23 @@ class Monitor:
     def __init__(self, cfg: MonitorConfig) -> None:
         self.cfg = cfg
         self.r = redis.Redis.from_url(cfg.redis_url, decode_responses=True, socket_timeout=5,
-                                      socket_connect_timeout=5)
+                                      socket_connect_timeout=5,
+                                      # bytes that are not UTF-8 read as U+FFFD (then
+                                      # fail validation) instead of raising
+                                      encoding_errors="replace")
         self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
         self.scaler = Autoscaler(cfg.scaling, self.r)
         self.judge = Judge(cfg.canary)
         self.scaling: asyncio.Task[None] | None = None
         self.cycles = 0
+        self.skipped = OnceLog(log)  # invalid server entries, each logged once
 
     def targets(self) -> list[tuple[str, str, str]]:
         found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
         for role in self.cfg.discover_roles:
-            for instance_id, address in texts(self.r.hgetall(servers_key(role))).items():
+            key = servers_key(role)
+            entries = server_entries(key, texts(self.r.hgetall(key)), self.skipped)
+            for instance_id, address in entries.items():
                 found[instance_id] = (instance_id, role, f"http://{address}/metrics")
         return list(found.values())
 

@@ -92,7 +92,9 @@ class Controller:
         self.files = HAProxyFiles(cfg)
         self.redis = redis.Redis.from_url(cfg.redis_url, decode_responses=True,
                                           socket_timeout=2, socket_connect_timeout=2,
-                                          health_check_interval=10)
+                                          health_check_interval=10,
+                                          # not UTF-8: U+FFFD, then refused by validation
+                                          encoding_errors="replace")
         self.draining_since: dict[str, float] = {}
         # Whether the running HAProxy was compared with haproxy.cfg since this controller
         # started (once: right after a reload HAProxy may still answer with the old list).

@@ -11,6 +11,7 @@ import redis
 
 from cdpipe_host.discovery import APP_ROLES
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, servers_key
+from cdpipe_host.names import OnceLog, server_entries
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT, read_alert, read_weight, text, texts
 
 log = logging.getLogger("proxy-controller")
@@ -35,14 +36,8 @@ class Desired:
                                                    and self.canary_alert)
 
 
-def valid_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
-
-
-def valid_address(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    return (bool(host) and port.isdigit() and 0 < int(port) < 65536
-            and not any(c.isspace() for c in host))
+# Invalid server entries are logged once per controller process, not on every pass.
+SKIPPED = OnceLog(log)
 
 
 def read_desired(client: redis.Redis) -> Desired:
@@ -55,12 +50,9 @@ def read_desired(client: redis.Redis) -> Desired:
     desired = Desired(canary_weight=read_weight(text(weight)),
                       canary_alert=read_alert(text(alert)))
     for role, entries in zip(APP_ROLES, hashes, strict=True):
-        for name, address in sorted(texts(entries).items()):
-            if valid_address(address) and valid_name(name):
-                desired.servers[name] = Server(name, address, role)
-            else:
-                log.warning("invalid entry %r=%r in %s; ignored", name, address,
-                            servers_key(role))
+        for name, address in server_entries(servers_key(role), texts(entries),
+                                            SKIPPED).items():
+            desired.servers[name] = Server(name, address, role)
     return desired
 
 
