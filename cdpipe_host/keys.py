@@ -6,6 +6,7 @@ Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``flag:<name>``, ``canary:alert``, ``canary:weight``; the discovery service:
 ``servers:<role>`` (hash instance id -> host:port). The monitor's own keys:
 ``monitor:alerts`` (hash alert -> state JSON), ``monitor:outbox`` (list of mail JSON),
+``monitor:outbox:dead`` (mail set aside: it could not be sent, or was not a message),
 ``monitor:scale:last`` (time of the last scale action).
 """
 
@@ -19,6 +20,7 @@ CANARY_WEIGHT = f"{CANARY_PREFIX}weight"
 SERVERS_PREFIX = "servers:"
 MONITOR_ALERTS = "monitor:alerts"
 MONITOR_OUTBOX = "monitor:outbox"
+MONITOR_OUTBOX_DEAD = f"{MONITOR_OUTBOX}:dead"
 MONITOR_SCALE_LAST = "monitor:scale:last"
 
 FLAGS_PATTERN = f"{FLAG_PREFIX}*"

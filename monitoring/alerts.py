@@ -12,16 +12,20 @@ is firing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 
 import redis
 
 from cdpipe_host.keys import MONITOR_ALERTS
+from cdpipe_host.names import OnceLog, shown
 from cdpipe_host.values import texts
 from monitoring.mailer import OUTBOX, message
 
 ALERTS = MONITOR_ALERTS
+log = logging.getLogger("monitor.alerts")
+INVALID = OnceLog(log)
 
 
 @dataclass
@@ -34,13 +38,32 @@ class AlertState:
     clear: int = 0  # consecutive clear polls while firing
 
 
+def read_state(key: str, raw: str | None) -> AlertState | None:
+    """A stored alert state; one that does not read as one is logged once and counts
+    as none (the next verdict overwrites it)."""
+    if raw is None:
+        return None
+    try:
+        state = AlertState(**json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        INVALID.warning((key, raw), f"invalid state {shown(raw)} of alert {shown(key)} in "
+                        f"{ALERTS} ({exc}); read as no state")
+        return None
+    if state.state not in ("pending", "firing"):
+        INVALID.warning((key, raw), f"invalid state {shown(raw)} of alert {shown(key)} in "
+                        f"{ALERTS}; read as no state")
+        return None
+    return state
+
+
 class AlertBook:
     def __init__(self, r: redis.Redis, repeat_interval: float) -> None:
         self.r = r
         self.repeat_interval = repeat_interval
 
     def load(self) -> dict[str, AlertState]:
-        return {k: AlertState(**json.loads(v)) for k, v in texts(self.r.hgetall(ALERTS)).items()}
+        states = {k: read_state(k, v) for k, v in texts(self.r.hgetall(ALERTS)).items()}
+        return {k: v for k, v in states.items() if v is not None}
 
     def observe(self, key: str, breached: bool, for_polls: int, summary: str,
                 now: float | None = None, clear_polls: int = 1) -> str | None:
@@ -49,7 +72,7 @@ class AlertBook:
         a row; a pending one is forgotten at the first clear poll."""
         now = time.time() if now is None else now
         raw = self.r.hget(ALERTS, key)
-        current = AlertState(**json.loads(raw)) if raw else None
+        current = read_state(key, None if raw is None else str(raw))
         if not breached:
             if current is None:
                 return None

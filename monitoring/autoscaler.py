@@ -41,7 +41,11 @@ class Autoscaler:
         """Seconds of cooldown left."""
         last = self.r.get(LAST_ACTION)
         now = time.time() if now is None else now
-        return max(0.0, float(last) + self.cfg.cooldown_seconds - now) if last else 0.0
+        try:
+            since = float(last) if last else None
+        except ValueError:  # not a time: as if no action was recorded
+            since = None
+        return max(0.0, since + self.cfg.cooldown_seconds - now) if since is not None else 0.0
 
     def observe(self, rule: Rule, average: float | None, prod_count: int = 0
                 ) -> Decision | None:

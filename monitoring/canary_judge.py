@@ -40,6 +40,15 @@ class Traffic:
         return math.inf
 
 
+def _bound(raw: str) -> float | None:
+    if raw == "+Inf":
+        return math.inf
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
 def totals(sample: Sample, ignore: set[str]) -> Traffic:
     t = Traffic()
     for name, labels, value in sample.series:
@@ -50,7 +59,9 @@ def totals(sample: Sample, ignore: set[str]) -> Traffic:
             if labels.get("status", "").startswith("5"):
                 t.errors += value
         elif name == "app_request_duration_seconds_bucket":
-            le = math.inf if labels.get("le") == "+Inf" else float(labels.get("le", "inf"))
+            le = _bound(labels.get("le", "+Inf"))
+            if le is None:
+                continue  # the canary's own /metrics: a bucket bound that is no number
             t.buckets[le] = t.buckets.get(le, 0.0) + value
     return t
 

@@ -3,27 +3,50 @@
 A message is queued in the same Redis transaction as the alert transition that caused
 it, so a crash between the two neither loses nor doubles it; a message that cannot be
 sent stays queued (surviving restarts) until it is sent.
+
+Two kinds of failure: the SMTP server's (down, refusing the connection, the sender or
+the recipients, a temporary 4xx): every message would fail alike, so the round stops
+and the message waits; and the message's own (it cannot be built, or the server
+refuses its data with a 5xx): the round goes on with the next one, and after
+``MAX_TRIES`` such failures the message is set aside in ``monitor:outbox:dead`` (logged
+once), never blocking the rest. An outbox entry that is not a message at all is set
+aside at once. Headers are built from values stripped of control characters and cut to
+a bounded length, so no value (an instance id, an alert name) can inject a header.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import smtplib
 import time
 import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 import redis
 
-from cdpipe_host.keys import MONITOR_OUTBOX
+from cdpipe_host.keys import MONITOR_OUTBOX, MONITOR_OUTBOX_DEAD
+from cdpipe_host.names import shown
 from cdpipe_host.values import text
 from monitoring.config import Smtp
 
 log = logging.getLogger("monitor.mail")
 OUTBOX = MONITOR_OUTBOX
+DEAD = MONITOR_OUTBOX_DEAD
 MAX_BACKOFF_SECONDS = 300.0
+MAX_TRIES = 5  # failures of a message's own before it is set aside
+DEAD_KEEP = 1000  # the newest set-aside messages kept
+SUBJECT_CHARS = 200
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+MESSAGE_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+class BadMessage(Exception):
+    """This message (not the server) is why it cannot be sent."""
 
 
 def message(subject: str, body: str) -> str:
@@ -31,42 +54,114 @@ def message(subject: str, body: str) -> str:
                        "attempts": 0, "next_try": 0.0, "queued": time.time()})
 
 
-def send(smtp: Smtp, subject: str, body: str, message_id: str) -> None:
+def header_text(value: str, limit: int = SUBJECT_CHARS) -> str:
+    """A value made safe for a header: every run of control characters (CR and LF
+    among them) becomes one space, and it is cut to ``limit`` characters."""
+    clean = CONTROL.sub(" ", value).strip()
+    return clean if len(clean) <= limit else clean[:limit - 3] + "..."
+
+
+def build(smtp: Smtp, subject: str, body: str, message_id: str) -> EmailMessage:
+    """The message, or BadMessage when its content cannot make one."""
     msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = ", ".join(smtp.recipients)
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(idstring=message_id, domain="cdpipe")
-    msg.set_content(body)
+    try:
+        msg["From"] = smtp.sender
+        msg["To"] = ", ".join(smtp.recipients)
+        msg["Subject"] = header_text(subject)
+        msg["Date"] = formatdate(localtime=False)
+        idstring = message_id if MESSAGE_ID.fullmatch(message_id) else None
+        msg["Message-ID"] = make_msgid(idstring=idstring, domain="cdpipe")
+        msg.set_content(body)
+        msg.as_bytes()  # what sending does: fails here on what cannot be encoded
+    except (ValueError, TypeError) as exc:
+        raise BadMessage(f"cannot build the message: {exc}") from None
+    return msg
+
+
+def send(smtp: Smtp, msg: EmailMessage) -> None:
+    """Sends over SMTP. BadMessage when the server refuses this message's data for
+    good (5xx); the server's own failures raise OSError or SMTPException."""
     with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
         if smtp.starttls:
             client.starttls()
         if smtp.user and smtp.password:
             client.login(smtp.user, smtp.password)
-        client.send_message(msg)
+        try:
+            client.send_message(msg)
+        except smtplib.SMTPDataError as exc:
+            if exc.smtp_code >= 500:
+                raise BadMessage(f"the server refused it: {exc.smtp_code} "
+                                 f"{exc.smtp_error!r}") from None
+            raise
+
+
+def _item(raw: str) -> dict[str, Any] | None:
+    """An outbox entry as a message, or None when it is not one."""
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(item, dict) and isinstance(item.get("id"), str)
+            and isinstance(item.get("subject"), str) and isinstance(item.get("body"), str)
+            and isinstance(item.get("attempts", 0), int)
+            and isinstance(item.get("next_try", 0.0), (int, float))):
+        return None
+    item.setdefault("attempts", 0)
+    item.setdefault("next_try", 0.0)
+    return item
+
+
+def _set_aside(r: redis.Redis, raw: str, reason: str) -> None:
+    pipe = r.pipeline(transaction=True)
+    pipe.lrem(OUTBOX, 1, raw)
+    pipe.lpush(DEAD, raw)
+    pipe.ltrim(DEAD, 0, DEAD_KEEP - 1)
+    pipe.execute()
+    log.error("mail %s set aside in %s: %s", shown(raw), DEAD, reason)
+
+
+def _requeue(r: redis.Redis, raw: str, item: dict[str, Any]) -> None:
+    pipe = r.pipeline(transaction=True)  # both or neither: the message is never lost
+    pipe.lrem(OUTBOX, 1, raw)
+    pipe.lpush(OUTBOX, json.dumps(item))
+    pipe.execute()
 
 
 def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
     """Sends every queued message that is due; returns how many were sent."""
     now = time.time() if now is None else now
     sent = 0
-    for raw in r.lrange(OUTBOX, 0, -1):
-        item = json.loads(raw)
+    for entry in r.lrange(OUTBOX, 0, -1):
+        raw = str(text(entry))
+        item = _item(raw)
+        if item is None:
+            _set_aside(r, raw, "not a message of the outbox")
+            continue
         if item["next_try"] > now:
             continue
+        subject = shown(item["subject"])
         try:
-            send(smtp, item["subject"], item["body"], item["id"])
+            send(smtp, build(smtp, item["subject"], item["body"], item["id"]))
+        except BadMessage as exc:
+            item["bad_tries"] = int(item.get("bad_tries", 0)) + 1
+            if item["bad_tries"] >= MAX_TRIES:
+                _set_aside(r, raw, f"{exc} ({item['bad_tries']} tries)")
+                continue
+            item["attempts"] += 1
+            item["next_try"] = now + min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
+            _requeue(r, raw, item)
+            log.warning("mail %s not sent (%s); try %d of %d", subject, exc,
+                        item["bad_tries"], MAX_TRIES)
+            continue  # this message's problem: the others go on
         except (OSError, smtplib.SMTPException) as exc:
             item["attempts"] += 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
             item["next_try"] = now + delay
-            r.lrem(OUTBOX, 1, str(text(raw)))
-            r.lpush(OUTBOX, json.dumps(item))
-            log.warning("mail %r not sent (%s); retry %d in %.0fs", item["subject"], exc,
+            _requeue(r, raw, item)
+            log.warning("mail %s not sent (%s); retry %d in %.0fs", subject, exc,
                         item["attempts"], delay)
             break  # the server is down: the rest waits for the next round
-        r.lrem(OUTBOX, 1, str(text(raw)))
+        r.lrem(OUTBOX, 1, raw)
         sent += 1
-        log.info("mail sent: %s", item["subject"])
+        log.info("mail sent: %s", subject)
     return sent
