@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# Addresses that go into mail headers: no blanks, no control characters, one '@'.
+MAIL_ADDRESS = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$"
 Metric = Literal["cpu_percent", "memory_percent"]
 METRIC_SERIES = {"cpu_percent": "instance_cpu_percent",
                  "memory_percent": "instance_memory_percent"}
@@ -53,7 +55,7 @@ class Rule(Strict):
 
 
 class Target(Strict):
-    id: str
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     role: str
     url: str
 
@@ -62,8 +64,9 @@ class Smtp(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     starttls: bool = False
-    sender: str = "cdpipe-monitor@localhost"
-    recipients: list[str] = Field(default_factory=lambda: ["ops@localhost"], min_length=1)
+    sender: str = Field(default="cdpipe-monitor@localhost", pattern=MAIL_ADDRESS)
+    recipients: list[Annotated[str, Field(pattern=MAIL_ADDRESS)]] = Field(
+        default_factory=lambda: ["ops@localhost"], min_length=1)
     timeout_seconds: float = 5.0
 
     @property
@@ -117,24 +120,73 @@ class ConfigError(Exception):
     """One line: what is wrong with the monitor's configuration."""
 
 
+def _one_line(value: object, limit: int = 60) -> str:
+    line = " ".join(str(value).split())
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _read_yaml(path: str | Path) -> object:
+    """A YAML file's content, or ConfigError in one line (YAML's own messages span
+    several: the line and column are kept, the excerpt of the file is not)."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def _read_rules(rules_path: str | Path) -> object:
+    """The ``rules:`` list of a rules file (or the file itself when it is a list)."""
+    data = _read_yaml(rules_path) or {}
+    if not isinstance(data, dict):
+        return data
+    unknown = sorted(str(k) for k in data if k != "rules")
+    if unknown:
+        raise ConfigError(f"{rules_path}: unknown key {_one_line(unknown[0])!r} at the top "
+                          "(a rules file holds only `rules:`)")
+    return data.get("rules", [])
+
+
+def _validation_line(exc: ValidationError, path: str | Path,
+                     rules_path: str | Path | None) -> str:
+    """The first error as one line: the file, the field's path, what is wrong, and the
+    value it got when that is a scalar."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "file"
+    msg = _one_line(err["msg"].removeprefix("Value error, "), 200)
+    source = rules_path if rules_path is not None and err["loc"][:1] == ("rules",) else path
+    value = err.get("input")
+    got = ("" if err["type"] == "missing" or isinstance(value, (dict, list))
+           else f" (got {_one_line(repr(value))})")
+    return f"{source}: invalid monitor configuration at {where}: {msg}{got}"
+
+
+def check_rules(rules_path: str | Path) -> int:
+    """How many rules a rules file holds, checked as the monitor checks it at start
+    (ConfigError in one line when it is bad): for the CLI, before anything runs."""
+    try:
+        return len(MonitorConfig.model_validate({"rules": _read_rules(rules_path)}).rules)
+    except ValidationError as exc:
+        raise ConfigError(_validation_line(exc, rules_path, rules_path)) from None
+
+
 def load(path: str | Path, rules_path: str | Path | None = None,
          interval: float | None = None) -> MonitorConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if rules_path is not None:
-            rules = yaml.safe_load(Path(rules_path).read_text(encoding="utf-8")) or {}
-            data["rules"] = rules.get("rules", []) if isinstance(rules, dict) else rules
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the monitor's configuration: {exc}") from None
+    data = _read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top")
+    if rules_path is not None:
+        data["rules"] = _read_rules(rules_path)
     if interval is not None:
         data["interval_seconds"] = interval
     data["redis_url"] = os.environ.get("MONITOR_REDIS_URL", data.get("redis_url", ""))
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "file"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"invalid monitor configuration at {where}: {msg}") from None
+        raise ConfigError(_validation_line(exc, path, rules_path)) from None
