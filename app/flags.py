@@ -26,6 +26,7 @@ from flask import Flask, current_app
 
 from cdpipe_host.flagvalues import FlagValue, InvalidFlagValue, parse
 from cdpipe_host.keys import FLAGS_CHANNEL, FLAGS_PATTERN, flag_name, key_of_channel
+from cdpipe_host.names import OnceLog, flag_name_problem, shown
 from cdpipe_host.values import text
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class FlagCache:
         self.timeout = timeout
         self._values: dict[str, FlagValue] = {}
         self._raw: dict[str, str] = {}
-        self._invalid_logged: set[tuple[str, str]] = set()
+        self._invalid = OnceLog(log)  # each invalid value logged once
         self._owner_pid: int | None = None
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -143,9 +144,9 @@ class FlagCache:
             self._values[name] = parse(raw)
         except InvalidFlagValue:
             self._values[name] = OFF
-            if (key, raw) not in self._invalid_logged:
-                self._invalid_logged.add((key, raw))
-                log.warning("flags: invalid value %r for %s; the flag is off", raw, key)
+            where = key if flag_name_problem(name) is None else shown(key)
+            self._invalid.warning((key, raw), f"flags: invalid value {shown(raw)} for "
+                                  f"{where}; the flag is off")
 
     def close(self) -> None:
         self._stop.set()

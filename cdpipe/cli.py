@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdpipe import canary, config, runtime_control, status
+from cdpipe import canary, config, gitref, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
 from cdpipe_host.keys import CANARY_ALERT, flag_key
+from cdpipe_host.names import one_line
+from monitoring.config import ConfigError, check_rules
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -79,6 +81,12 @@ def up(
         help="YAML file of alert and scaling rules")] = None,
 ) -> None:
     """Provision, configure with Ansible, and deploy REF to prod and canary."""
+    gitref.check(ref)
+    if monitor_rules is not None:
+        try:  # refused here, before anything runs, as the monitor would refuse it
+            check_rules(monitor_rules)
+        except ConfigError as exc:
+            raise CdpipeError(str(exc)) from None
     options: dict[str, str | float | int] = {}
     if monitor_interval is not None:
         options["monitor_interval_seconds"] = monitor_interval
@@ -120,6 +128,7 @@ def deploy(
     provider: ProviderOpt = None,
 ) -> None:
     """Deploy a commit (what the Jenkins post-build step calls)."""
+    gitref.check(ref)
     _env(provider).deploy(ref, target)
 
 
@@ -169,6 +178,7 @@ def _redis() -> runtime_control.redis.Redis:
 @flag_app.command("set")
 def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%")]) -> None:
     """Set a flag: on, off or N% of users."""
+    runtime_control.check_flag(name, value)  # before Redis: the input's error first
     stored = runtime_control.set_flag(_redis(), name, value)
     console.print(f"{flag_key(name)} = {stored}", markup=False)
 
@@ -258,12 +268,31 @@ def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     console.print(f"removed {len(removed)} instance(s): {', '.join(removed) or 'none'}")
 
 
-def main() -> None:
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message holds (a value given on the command
+    line or read from Redis: escaped and cut)."""
+    err_console.print(f"error: {one_line(message)}", markup=False, soft_wrap=True,
+                      style="bold red")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Every bad input ends in one line on stderr and a non-zero exit: the command's
+    own errors (exit 1) and Click's usage errors (exit 2; Click would print a usage
+    box)."""
     try:
-        app()
+        code = app(args=argv, prog_name="cdpipe", standalone_mode=False)
     except CdpipeError as exc:
-        err_console.print(f"error: {exc}", markup=False, soft_wrap=True, style="bold red")
+        _error(str(exc))
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
+    except typer.TyperException as exc:  # Click's usage errors: bad option, argument...
+        message = exc.format_message()
+        if not message:  # a group called without a command: its help is printed
+            raise SystemExit(exc.exit_code) from None
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error(f"{message}{hint}")
+        raise SystemExit(exc.exit_code) from None
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("[bold red]interrupted[/]")
         raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -18,6 +18,7 @@ from cdpipe.providers.base import Provider
 from cdpipe.state import State
 from cdpipe_host import discovery
 from cdpipe_host.keys import servers_key
+from cdpipe_host.names import shown
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
 Show = Callable[[str], None]
@@ -111,7 +112,8 @@ class Environment:
 
     def _deploy(self, ref: str, target: str | None) -> PlaybookResult:
         if target is not None and target not in APP_ROLES:
-            raise CdpipeError(f"unknown target {target!r}; use --target prod or --target canary")
+            raise CdpipeError(f"unknown target {shown(target)}; use --target prod or "
+                              "--target canary")
         if not self.state.instances:
             raise CdpipeError("no environment is up here; run `cdpipe up` first")
         sha = self.resolve(ref)

@@ -4,7 +4,6 @@ the canary kill switch) and HAProxy's per-server counters from its stats page.""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -19,9 +18,9 @@ from cdpipe.state import State
 from cdpipe_host.flagvalues import InvalidFlagValue, parse
 from cdpipe_host.haproxy import APP_BACKEND, ServerStats, parse_stats_csv
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, flag_key, flag_name
+from cdpipe_host.names import flag_name_problem, shown
 from cdpipe_host.values import read_alert, read_weight, text
 
-FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REDIS_USER = "default"
 T = TypeVar("T")
 
@@ -59,12 +58,26 @@ def _call(action: str, fn: Callable[[], T]) -> T:
 
 
 # -- reads ----------------------------------------------------------------------------
+def shown_flag(name: str, raw: str) -> tuple[str, str]:
+    """A flag as the CLI shows it, one line whatever was written into Redis: a valid
+    value as it reads (lower case), anything else escaped, cut and marked as what it
+    is (an invalid value reads as off; a key that is no flag name is read by no one)."""
+    if flag_name_problem(name) is not None:
+        return f"{shown(name)} (not a flag name, ignored)", shown(raw)
+    try:
+        parse(raw)
+    except InvalidFlagValue:
+        return name, f"invalid {shown(raw)} (reads as off)"
+    return name, raw.strip().lower()
+
+
 def read_flags(r: redis.Redis) -> dict[str, str]:
-    """Every flag and its raw value, by name (one SCAN, one MGET). RedisError goes up."""
+    """Every flag and its value as ``shown_flag`` shows it, by name (one SCAN, one
+    MGET). RedisError goes up."""
     keys = sorted(str(k) for k in r.scan_iter(match=FLAGS_PATTERN, count=1000))
     values = r.mget(keys) if keys else []
-    return {flag_name(k): str(text(v)) for k, v in zip(keys, values, strict=True)
-            if v is not None}
+    return dict(shown_flag(flag_name(k), str(text(v)))
+                for k, v in zip(keys, values, strict=True) if v is not None)
 
 
 def read_canary(r: redis.Redis) -> tuple[int, bool]:
@@ -82,15 +95,20 @@ def canary_settings(r: redis.Redis) -> tuple[int, bool]:
 
 
 # -- writes ---------------------------------------------------------------------------
-def set_flag(r: redis.Redis, name: str, value: str) -> str:
-    if not FLAG_NAME.match(name):
-        raise CdpipeError(f"invalid flag name {name!r}: use letters, digits, '-', '_' or '.'")
+def check_flag(name: str, value: str) -> str:
+    """The value to store for flag ``name``, or a one-line error naming what is wrong."""
+    if (problem := flag_name_problem(name)) is not None:
+        raise CdpipeError(f"invalid flag name {shown(name)}: {problem}")
     try:
         parse(value)
     except InvalidFlagValue:
         raise CdpipeError(
-            f"invalid value {value!r} for flag {name}: use on, off or N% (0-100)") from None
-    stored = value.strip().lower()
+            f"invalid value {shown(value)} for flag {name}: use on, off or N% (0-100)") from None
+    return value.strip().lower()
+
+
+def set_flag(r: redis.Redis, name: str, value: str) -> str:
+    stored = check_flag(name, value)
     _call("set the flag", lambda: r.set(flag_key(name), stored))
     return stored
 

@@ -31,6 +31,16 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A message as one line of a terminal: control characters escaped (no line break,
+    no escape sequence), cut after ``limit`` characters."""
+    line = CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+    return line if len(line) <= limit else f"{line[:limit]}... ({len(line)} characters)"
+
+
 def instance_id_problem(name: str) -> str | None:
     """Why ``name`` is not an instance id (letters, digits, '-', '_', '.'; at most 64,
     starting with a letter or digit), or None when it is one."""
