@@ -29,7 +29,7 @@ class Rule(Strict):
     ``lower`` is where a scaling rule scales in (the average below it for ``for``
     polls)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     metric: Metric
     role: Literal["proxy", "redis", "prod", "canary"]
     upper: float = Field(ge=0, le=100)
