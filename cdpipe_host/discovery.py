@@ -9,6 +9,7 @@ from __future__ import annotations
 import redis
 
 from cdpipe_host.keys import CANARY_ALERT, servers_key
+from cdpipe_host.names import address_problem, instance_id_problem, shown
 from cdpipe_host.values import read_alert, text
 
 APP_ROLES = ("prod", "canary")
@@ -18,8 +19,17 @@ class DrainRefused(Exception):
     """Draining this server would leave no server in rotation."""
 
 
+class InvalidEntry(ValueError):
+    """An instance id or address that every reader would skip: never written."""
+
+
 def register(r: redis.Redis, role: str, instance_id: str, address: str) -> bool:
-    """Puts the server in ``servers:<role>``; True when that changed anything."""
+    """Puts the server in ``servers:<role>``; True when that changed anything.
+    InvalidEntry (nothing written) for what the readers would skip."""
+    problem = instance_id_problem(instance_id) or address_problem(address)
+    if problem is not None:
+        raise InvalidEntry(f"invalid entry {shown(instance_id)}={shown(address)} for "
+                           f"{servers_key(role)}: {problem}")
     key = servers_key(role)
     if text(r.hget(key, instance_id)) == address:
         return False

@@ -67,7 +67,11 @@ def _command(controller: Controller, args: argparse.Namespace) -> int:
     elif args.command == "init-weight":
         print("changed" if r.set(CANARY_WEIGHT, args.percent, nx=True) else "unchanged")
     elif args.command == "register":
-        changed = discovery.register(r, args.role, args.server, args.address)
+        try:
+            changed = discovery.register(r, args.role, args.server, args.address)
+        except discovery.InvalidEntry as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print("changed" if changed else "unchanged", flush=True)
         return 0 if args.no_wait else _wait(controller, args.server, True, args.timeout)
     elif args.command == "drain":

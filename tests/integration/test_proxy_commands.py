@@ -67,3 +67,16 @@ def test_drain_refuses_to_empty_the_backend(proxy_cli) -> None:  # type: ignore[
     # The canary is the last server in rotation now: draining it is refused too.
     assert run("drain", "canary-1", "--role", "canary", "--timeout", "1").returncode == 3
     assert run("drain", "prod-1", "--role", "prod").stdout.strip() == "unchanged"
+
+
+@pytest.mark.parametrize(("server", "address"), [("evil\r\nSubject: x", "127.0.0.1:9001"),
+                                                 ("prod-1", "127.0.0.1:99999"),
+                                                 ("prod-1", "127.0.0.1:1\nserver x y:1"),
+                                                 ("p" * 100_000, "127.0.0.1:9001")])
+def test_register_refuses_what_readers_would_skip(proxy_cli, server: str, address: str) -> None:  # type: ignore[no-untyped-def]
+    run, r = proxy_cli
+    out = run("register", server, "--role", "prod", "--address", address, "--no-wait")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: invalid entry") and out.stderr.count("\n") == 1
+    assert len(out.stderr) < 600
+    assert r.hgetall(servers_key("prod")) == {}
