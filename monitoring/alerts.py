@@ -20,7 +20,7 @@ import redis
 
 from cdpipe_host.keys import MONITOR_ALERTS
 from cdpipe_host.names import OnceLog, shown
-from cdpipe_host.values import texts
+from cdpipe_host.values import text, texts
 from monitoring.mailer import OUTBOX, message
 
 ALERTS = MONITOR_ALERTS
@@ -75,6 +75,8 @@ class AlertBook:
         current = read_state(key, None if raw is None else str(raw))
         if not breached:
             if current is None:
+                if raw is not None:  # a state that did not read: gone with its condition
+                    self.r.hdel(ALERTS, key)
                 return None
             if current.state == "firing" and current.clear + 1 < clear_polls:
                 current.clear += 1
@@ -116,6 +118,6 @@ class AlertBook:
     def forget_missing(self, live_keys: set[str], prefix: str) -> None:
         """Alerts under ``prefix`` whose subject is gone (a removed instance) resolve
         at once."""
-        for key in list(self.load()):
+        for key in [str(text(k)) for k in self.r.hkeys(ALERTS)]:
             if key.startswith(prefix) and key not in live_keys:
                 self.observe(key, False, 1, "")

@@ -131,6 +131,10 @@ def test_hostile_alert_states_read_as_none(redis_server, smtp) -> None:  # type:
                                                                "summary": ""})})
     assert monitor.alerts.load() == {}
     assert monitor.alerts.observe("cpu", True, 1, "cpu high") == "firing"
+    monitor.alerts.forget_missing(set(), "instance-down/")  # its instance is gone
+    assert sorted(monitor.r.hkeys(MONITOR_ALERTS)) == ["cpu", "odd"]
+    assert monitor.alerts.observe("odd", False, 1, "") is None  # clear: removed
+    assert monitor.r.hkeys(MONITOR_ALERTS) == ["cpu"]
 
 
 def test_the_controller_reads_only_valid_entries_once_logged(
