@@ -268,10 +268,10 @@ def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     console.print(f"removed {len(removed)} instance(s): {', '.join(removed) or 'none'}")
 
 
-def _error(message: str) -> None:
+def _error(message: str, limit: int) -> None:
     """One line on stderr, whatever the message holds (a value given on the command
-    line or read from Redis: escaped and cut)."""
-    err_console.print(f"error: {one_line(message)}", markup=False, soft_wrap=True,
+    line or read from Redis: escaped, and cut after ``limit`` characters)."""
+    err_console.print(f"error: {one_line(message, limit)}", markup=False, soft_wrap=True,
                       style="bold red")
 
 
@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="cdpipe", standalone_mode=False)
     except CdpipeError as exc:
-        _error(str(exc))
+        # Our messages cut the values they quote; a long one (Ansible's) stays whole.
+        _error(str(exc), 4000)
         raise SystemExit(1) from None
     except typer.TyperException as exc:  # Click's usage errors: bad option, argument...
         message = exc.format_message()
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(exc.exit_code) from None
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        _error(f"{message}{hint}")
+        _error(f"{message}{hint}", 400)  # Click quotes values whole
         raise SystemExit(exc.exit_code) from None
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("[bold red]interrupted[/]")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.errors import CdpipeError
+from cdpipe_host.names import shown
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 ProviderName = Literal["local", "aws"]
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
 def check_environment_id(value: str, source: str) -> str:
     """``value`` if it is a valid environment id, else a one-line error naming ``source``."""
     if not re.fullmatch(ENVIRONMENT_ID_PATTERN, value):
-        raise CdpipeError(f"{source} {value!r} is not an environment id: use up to 40 "
+        raise CdpipeError(f"{source} {shown(value)} is not an environment id: use up to 40 "
                           "lowercase letters, digits and '-', e.g. env-staging")
     return value
 
