@@ -26,7 +26,7 @@ from flask import Flask, current_app
 
 from cdpipe_host.flagvalues import FlagValue, InvalidFlagValue, parse
 from cdpipe_host.keys import FLAGS_CHANNEL, FLAGS_PATTERN, flag_name, key_of_channel
-from cdpipe_host.names import OnceLog, flag_name_problem, shown
+from cdpipe_host.names import DECODE_ERRORS, OnceLog, flag_name_problem, shown
 from cdpipe_host.values import text
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class FlagCache:
         return redis.Redis.from_url(self.redis_url, decode_responses=True,
                                     socket_timeout=self.timeout,
                                     socket_connect_timeout=self.timeout,
-                                    encoding_errors="replace")  # bytes that are not UTF-8
+                                    encoding_errors=DECODE_ERRORS)
 
     def _listen(self, client: redis.Redis) -> None:
         while not self._stop.is_set():

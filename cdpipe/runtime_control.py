@@ -18,7 +18,7 @@ from cdpipe.state import State
 from cdpipe_host.flagvalues import InvalidFlagValue, parse
 from cdpipe_host.haproxy import APP_BACKEND, ServerStats, parse_stats_csv
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, flag_key, flag_name
-from cdpipe_host.names import flag_name_problem, shown
+from cdpipe_host.names import DECODE_ERRORS, flag_name_problem, shown
 from cdpipe_host.values import read_alert, read_weight, text
 
 REDIS_USER = "default"
@@ -46,7 +46,7 @@ def client(settings: Settings, state: State, timeout: float = 2) -> redis.Redis:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
                                 socket_connect_timeout=timeout,
-                                encoding_errors="replace")  # bytes that are not UTF-8
+                                encoding_errors=DECODE_ERRORS)
 
 
 def _call(action: str, fn: Callable[[], T]) -> T:

@@ -13,6 +13,7 @@ from cdpipe.config import Settings
 from cdpipe.model import Instance
 from cdpipe.runtime_control import read_canary, read_flags, redis_url
 from cdpipe.state import State
+from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 
@@ -43,7 +44,7 @@ def _runtime(url: str | None) -> dict[str, Any]:
         return out
     try:
         client = redis.Redis.from_url(url, socket_timeout=1, decode_responses=True,
-                                      encoding_errors="replace")  # not UTF-8: U+FFFD
+                                      encoding_errors=DECODE_ERRORS)
         weight, alert = read_canary(client)
         out["canary"] = {"weight": weight, "alert": alert}
         out["flags"] = read_flags(client)

@@ -20,6 +20,11 @@ HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 PORT = re.compile(r"[0-9]{1,5}")
 MAX_HOSTNAME = 253
 SHOWN_CHARS = 60
+# How every reader decodes Redis replies (redis-py's ``encoding_errors``): bytes that are
+# not UTF-8 become lone surrogates, which no validator here accepts and ``shown``
+# escapes, and which encode back to the very same bytes, so a key or list entry read
+# that way can still be named (GET, LREM). The default, "strict", raises instead.
+DECODE_ERRORS = "surrogateescape"
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:

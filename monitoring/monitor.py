@@ -21,7 +21,7 @@ from statistics import mean
 import redis
 
 from cdpipe_host.keys import CANARY_ALERT, servers_key
-from cdpipe_host.names import OnceLog, server_entries
+from cdpipe_host.names import DECODE_ERRORS, OnceLog, server_entries
 from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
@@ -39,9 +39,7 @@ class Monitor:
         self.cfg = cfg
         self.r = redis.Redis.from_url(cfg.redis_url, decode_responses=True, socket_timeout=5,
                                       socket_connect_timeout=5,
-                                      # bytes that are not UTF-8 read as U+FFFD (then
-                                      # fail validation) instead of raising
-                                      encoding_errors="replace")
+                                      encoding_errors=DECODE_ERRORS)
         self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
         self.scaler = Autoscaler(cfg.scaling, self.r)
         self.judge = Judge(cfg.canary)

@@ -17,6 +17,7 @@ import redis
 
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime
 from cdpipe_host.keys import CONTROLLER_CHANNELS
+from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.proxy.desired import Desired, Server, read_desired, weights
 from cdpipe_host.proxy.render import parse_servers, render
 from cdpipe_host.proxy.settings import ControllerConfig
@@ -93,8 +94,7 @@ class Controller:
         self.redis = redis.Redis.from_url(cfg.redis_url, decode_responses=True,
                                           socket_timeout=2, socket_connect_timeout=2,
                                           health_check_interval=10,
-                                          # not UTF-8: U+FFFD, then refused by validation
-                                          encoding_errors="replace")
+                                          encoding_errors=DECODE_ERRORS)
         self.draining_since: dict[str, float] = {}
         # Whether the running HAProxy was compared with haproxy.cfg since this controller
         # started (once: right after a reload HAProxy may still answer with the old list).

@@ -26,6 +26,7 @@ from cdpipe_host.keys import (
     flag_key,
     servers_key,
 )
+from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.proxy.desired import read_desired
 from monitoring.config import MonitorConfig
 from monitoring.mailer import MAX_BACKOFF_SECONDS, MAX_TRIES, deliver_due, message
@@ -122,6 +123,21 @@ def test_a_mail_the_server_refuses_is_set_aside_and_the_rest_delivered(
     assert sum("set aside" in rec.getMessage() for rec in caplog.records) == 1
 
 
+def test_outbox_junk_that_is_not_utf8_is_set_aside_once(
+        redis_server, raw_redis, smtp, caplog) -> None:  # type: ignore[no-untyped-def]
+    smtp_port, maildir = smtp
+    monitor = monitor_for(redis_server, smtp_port)
+    junk = b"\xff\xfe not a message"
+    raw_redis.rpush(MONITOR_OUTBOX, junk, message("[cdpipe] after junk", "b").encode())
+    for _ in range(3):
+        deliver_due(monitor.r, monitor.cfg.smtp)
+    # Read back byte for byte: removed from the outbox, kept once in the dead letters.
+    assert raw_redis.lrange(MONITOR_OUTBOX, 0, -1) == []
+    assert raw_redis.lrange(MONITOR_OUTBOX_DEAD, 0, -1) == [junk]
+    assert maildir_subjects(maildir) == ["[cdpipe] after junk"]
+    assert sum("set aside" in rec.getMessage() for rec in caplog.records) == 1
+
+
 def test_hostile_alert_states_read_as_none(redis_server, smtp) -> None:  # type: ignore[no-untyped-def]
     monitor = monitor_for(redis_server, smtp[0])
     monitor.r.hset(MONITOR_ALERTS, mapping={"instance-down/x": "{not json",
@@ -145,7 +161,7 @@ def test_the_controller_reads_only_valid_entries_once_logged(
     raw_redis.set(CANARY_WEIGHT, "²")  # int('²') raised ValueError: the controller died
     raw_redis.set(CANARY_ALERT, b"\xff" * 10)
     client = redis.Redis(port=port, password=password, decode_responses=True,
-                         encoding_errors="replace")  # as the controller connects
+                         encoding_errors=DECODE_ERRORS)  # as the controller connects
     with caplog.at_level(logging.WARNING):
         for _ in range(5):
             desired = read_desired(client)
