@@ -7,7 +7,9 @@ the server's to configure (gunicorn, with the settings file the app role writes)
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.5")),
         APP_FLAGS_RESYNC_SECONDS=float(os.environ.get("APP_FLAGS_RESYNC_SECONDS", "5")),
         APP_METRICS_SCOPE=os.environ.get("APP_METRICS_SCOPE", "tree"),
+        # The key of the signed user id cookie (the app role passes the environment's
+        # secret; prod and canary share it, so a user keeps their id on both) and the
+        # header of a trusted upstream that names the user ("" = none is trusted).
+        APP_USER_ID_SECRET=os.environ.get("APP_USER_ID_SECRET", ""),
+        APP_USER_ID_HEADER=os.environ.get("APP_USER_ID_HEADER", ""),
     )
     if test_config:
         app.config.from_mapping(test_config)
+    if not app.config["APP_USER_ID_SECRET"]:
+        # Development without the role: signed ids stay valid only in this process.
+        logging.getLogger(__name__).warning(
+            "APP_USER_ID_SECRET is not set; user id cookies are signed with a key of "
+            "this process only")
+        app.config["APP_USER_ID_SECRET"] = secrets.token_urlsafe(32)
     flags.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(metrics.bp)

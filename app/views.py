@@ -9,15 +9,23 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app import flags
+from cdpipe_host.edge import USER_COOKIE, sign_user_id, valid_user_id, verified_user_id
 
 bp = Blueprint("main", __name__)
-USER_COOKIE = "cdpipe_uid"
 
 
 def user_id() -> str:
-    """Who the user is, for percentage rollouts: X-User-Id, else our cookie (set once)."""
-    uid = request.headers.get("X-User-Id") or request.cookies.get(USER_COOKIE)
-    if not uid:
+    """Who the user is, for percentage rollouts, from what a client cannot choose: the
+    header of a trusted upstream (``APP_USER_ID_HEADER``, only when configured), else
+    our signed cookie; a missing, forged or unsigned cookie gets a fresh id (set once)."""
+    cfg = current_app.config
+    header = cfg["APP_USER_ID_HEADER"]
+    if header:
+        given = request.headers.get(header, "")
+        if valid_user_id(given):
+            return given
+    uid = verified_user_id(cfg["APP_USER_ID_SECRET"], request.cookies.get(USER_COOKIE))
+    if uid is None:
         uid = g.new_user_id = uuid.uuid4().hex
     return uid
 
@@ -26,8 +34,9 @@ def user_id() -> str:
 def remember_user(response: Response) -> Response:
     new_id = g.get("new_user_id")
     if new_id:
-        response.set_cookie(USER_COOKIE, new_id, max_age=365 * 24 * 3600, httponly=True,
-                            samesite="Lax")
+        response.set_cookie(USER_COOKIE, sign_user_id(current_app.config["APP_USER_ID_SECRET"],
+                                                      new_id),
+                            max_age=365 * 24 * 3600, httponly=True, samesite="Lax")
     return response
 
 

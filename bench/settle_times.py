@@ -29,6 +29,7 @@ from app.flags import FlagCache
 from bench.monitoring_bench import serve_endpoints
 from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
+from cdpipe import runtime_dir
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
 from devkit import free_port
@@ -100,8 +101,7 @@ def flag_everywhere(env: BenchEnv, rounds: int = 40) -> list[float]:
 
             def served() -> bool:
                 pending[:] = [u for u in pending  # noqa: B023
-                              if session.get(u, headers={"X-User-Id": "bench"},
-                                             timeout=5).status_code != want]  # noqa: B023
+                              if session.get(u, timeout=5).status_code != want]  # noqa: B023
                 return not pending  # noqa: B023
             t0 = time.perf_counter()
             r.set(flag_key("hiddenfeature"), value)
@@ -114,7 +114,7 @@ def flag_everywhere(env: BenchEnv, rounds: int = 40) -> list[float]:
 # -- HAProxy --------------------------------------------------------------------------
 def _backend(env: BenchEnv) -> Callable[[], dict[str, ServerState]]:
     """HAProxy's app servers from its runtime API; {} while it does not answer."""
-    runtime = HAProxyRuntime(str(env.home / "instances" / "proxy-1" / "haproxy" /
+    runtime = HAProxyRuntime(str(runtime_dir.default_for(env.home) / "proxy-1" /
                                  "haproxy.sock"))
 
     def servers() -> dict[str, ServerState]:

@@ -52,7 +52,12 @@ def _message(detail: str | None) -> str:
         return detail.strip()[:300]
     msg = str(data.get("msg") or "")
     output = data.get("stderr") or data.get("module_stderr") or data.get("stdout") or ""
-    if output and (not msg or msg == "non-zero return code" or "MODULE FAILURE" in msg):
+    # A file a `validate:` command refused: the checker's own words say why (HAProxy's
+    # version banner, its NOTICE lines, would only use up the line).
+    output = "\n".join(line for line in str(output).splitlines()
+                       if not line.startswith("[NOTICE]"))
+    if output and (not msg or msg in ("non-zero return code", "failed to validate")
+                   or "MODULE FAILURE" in msg):
         msg = f"{msg}: {output}" if msg else str(output)
     return " ".join((msg or detail).split())[:400]
 

@@ -14,6 +14,7 @@ from pydantic import Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
+from cdpipe import runtime_dir as rundir
 from cdpipe.errors import CdpipeError
 from cdpipe_host.names import shown
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
                                description="the canary's initial share of requests, "
                                            "percent: canary:weight unless it is set")
     keep_releases: int = Field(default=5, ge=1)
+    runtime_dir: Path | None = Field(
+        default=None, description="where local sockets live; else a short directory of "
+                                  "the system's temporary directory, keyed by home")
 
     # AWS (provider aws). Credentials come from boto3's usual chain (environment,
     # profile, instance role), never from here; AWS_ENDPOINT_URL(_EC2) are honoured.
@@ -92,6 +96,11 @@ class Settings(BaseSettings):
     @property
     def instances_dir(self) -> Path:
         return self.home / "instances"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the local sandboxes' UNIX sockets live (``cdpipe.runtime_dir``)."""
+        return self.runtime_dir or rundir.default_for(self.home)
 
 
 def check_environment_id(value: str, source: str) -> str:

@@ -23,6 +23,7 @@ from cdpipe.model import ROLES, Instance, port_vars
 from cdpipe.providers.base import Provider
 from cdpipe.runtime_control import REDIS_USER
 from cdpipe.state import State
+from cdpipe_host.edge import PUBLIC_HEALTH_PATH, PUBLIC_PATHS
 from cdpipe_host.haproxy import APP_BACKEND
 
 # The password is read on the control machine from the secrets directory, never written
@@ -54,6 +55,8 @@ def common_vars(settings: Settings, state: State, provider: Provider) -> dict[st
                                 if settings.app_deploy_key_file else ""),
         "proxy_backend": APP_BACKEND,
         "proxy_canary_weight": settings.canary_weight,
+        "proxy_public_paths": list(PUBLIC_PATHS),
+        "proxy_public_health_path": PUBLIC_HEALTH_PATH,
     }
     redis_servers = state.of_role("redis")
     if redis_servers:

@@ -10,7 +10,9 @@ import os
 import secrets
 from pathlib import Path
 
-NAMES = ("redis_password", "stats_password")
+NAMES = ("redis_password", "stats_password",
+         # keys of the proxy's persistence cookie and of the app's signed user id cookie
+         "proxy_cookie_key", "app_user_id_secret")
 
 
 def ensure(secrets_dir: Path) -> dict[str, str]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import socket
+import subprocess
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
@@ -154,3 +156,24 @@ class HAProxyRuntime:
         """These commands answer nothing on success and one line on failure."""
         if reply.strip():
             raise HAProxyError(reply.strip())
+
+
+class ConfigRejected(HAProxyError):
+    """``haproxy -c`` refused a configuration file; the message is HAProxy's own."""
+
+
+# "[ALERT]    (1234) : config : parsing [f.cfg:10] : unknown keyword ..." -> the text.
+_ALERT = re.compile(r"^\[ALERT\]\s+(?:\(\d+\)\s+)?:\s*(?:config\s*:\s*)?(?P<text>.*)$")
+
+
+def check_config(binary: str, path: str) -> str | None:
+    """None if HAProxy accepts the file, else its own reasons on one line (its ALERT
+    lines; ``-q`` is not used because it silences them too)."""
+    check = subprocess.run([binary, "-c", "-f", path], capture_output=True, text=True,
+                           check=False, timeout=60)
+    if check.returncode == 0:
+        return None
+    output = (check.stderr + "\n" + check.stdout).strip()
+    alerts = [m["text"].strip() for line in output.splitlines()
+              if (m := _ALERT.match(line.strip()))]
+    return "; ".join(alerts) or output or f"haproxy -c exited with {check.returncode}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime
+from cdpipe_host.haproxy import ConfigRejected, HAProxyError, HAProxyRuntime, check_config
 from cdpipe_host.keys import CONTROLLER_CHANNELS
 from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.proxy.desired import Desired, Server, read_desired, weights
@@ -41,22 +41,20 @@ class HAProxyFiles:
         except FileNotFoundError:
             return ""
 
-    def install(self, text: str) -> bool:
-        """Validate and install haproxy.cfg; False (and the old file kept) if invalid."""
+    def install(self, text: str) -> None:
+        """Validate and install haproxy.cfg; ConfigRejected (with HAProxy's message, the
+        old file kept) if HAProxy refuses it."""
         target = Path(self.cfg.config_file)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".haproxy.", suffix=".cfg")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.chmod(tmp, 0o600)
-        check = subprocess.run([self.cfg.haproxy_binary, "-c", "-q", "-f", tmp],
-                               capture_output=True, text=True, check=False)
-        if check.returncode != 0:
+        problem = check_config(self.cfg.haproxy_binary, tmp)
+        if problem is not None:
             os.unlink(tmp)
-            log.error("rendered haproxy.cfg is invalid, kept the old one: %s",
-                      (check.stderr or check.stdout).strip())
-            return False
+            raise ConfigRejected(f"HAProxy refuses the rendered haproxy.cfg, kept the "
+                                 f"old one: {problem}")
         os.replace(tmp, target)
-        return True
 
     def reload(self) -> None:
         if self.cfg.master_socket:
@@ -174,7 +172,7 @@ class Controller:
             live_conns = self.connections()
         members = self.plan_membership(desired, configured, live_conns)
         base = self.files.base()
-        new_text = render(base, members, desired)
+        new_text = render(base, members, desired, self.cfg.cookie_key)
         # A running HAProxy that serves other servers than the file when the controller
         # starts (a reload was lost: the controller died right after writing the file)
         # is reloaded too. Checked once: right after a reload the old list still answers.
@@ -184,8 +182,8 @@ class Controller:
             stale = set(self.runtime.servers(self.cfg.backend)) != set(configured)
         if new_text == text and not stale:
             return False
-        if new_text != text and not self.files.install(new_text):
-            return False
+        if new_text != text:
+            self.files.install(new_text)
         membership_changed = stale or set(members) != set(configured)
         if live_ok and (membership_changed or not text.startswith(base.rstrip("\n"))):
             self.reload_until_serving(set(members))
@@ -223,6 +221,8 @@ class Controller:
             return self.reconcile(desired, live_ok=False)
         try:
             return self.reconcile(desired)
+        except ConfigRejected:
+            raise
         except HAProxyError:
             return self.reconcile(desired, live_ok=False)
 
@@ -254,6 +254,8 @@ class Controller:
         desired = read_desired(self.redis)  # RedisError goes up: reconnect loop
         try:
             self.reconcile(desired)
+        except ConfigRejected as exc:
+            log.error("%s", exc)
         except HAProxyError as exc:
             log.warning("HAProxy not reachable (%s); retrying", exc)
 

@@ -1,7 +1,12 @@
-"""haproxy.cfg as text: the base file plus one line per server (pure functions)."""
+"""haproxy.cfg as text: the base file plus one line per server (pure functions).
+
+A server's persistence cookie value is a signature of its name (``cookie_key``), the
+same at every render, so it survives reloads and restarts and a client cannot derive it.
+"""
 
 from __future__ import annotations
 
+from cdpipe_host.edge import server_cookie
 from cdpipe_host.proxy.desired import Desired, Server, weights
 
 ROLE_MARK = "#role="
@@ -19,13 +24,14 @@ def parse_servers(config_text: str) -> dict[str, Server]:
     return servers
 
 
-def render(base: str, servers: dict[str, Server], desired: Desired) -> str:
+def render(base: str, servers: dict[str, Server], desired: Desired, cookie_key: str) -> str:
     role_weight = weights(servers, desired)
     lines = [base.rstrip("\n"), SERVERS_COMMENT]
     for server in sorted(servers.values(), key=lambda s: (s.role != "prod", s.name)):
         off = desired.held_out(server)
         lines.append(
             f"    server {server.name} {server.address} weight {role_weight[server.role]}"
-            f" cookie {server.name}{' disabled' if off else ''}  {ROLE_MARK}{server.role}"
+            f" cookie {server_cookie(cookie_key, server.name)}{' disabled' if off else ''}"
+            f"  {ROLE_MARK}{server.role}"
         )
     return "\n".join(lines) + "\n"

@@ -16,6 +16,8 @@ class ControllerConfig:
     base_file: str
     config_file: str
     socket: str
+    # The key of the persistence cookie's values (cdpipe_host.edge.server_cookie).
+    cookie_key: str
     reload_command: str = ""
     # HAProxy's master CLI socket: when set, the controller reloads HAProxy by sending
     # `reload` to it (machines: the controller runs as haproxy, the master as root);

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 import redis
 import requests
 
+from cdpipe import runtime_dir
+from cdpipe_host.edge import USER_COOKIE, sign_user_id
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, servers_key
 from cdpipe_host.proxy.desired import haproxy_weights
@@ -42,7 +44,7 @@ def versions(env: LocalEnv) -> dict[str, str]:
 
 # -- HAProxy --------------------------------------------------------------------------
 def haproxy(env: LocalEnv) -> HAProxyRuntime:
-    return HAProxyRuntime(str(env.home / "instances" / "proxy-1" / "haproxy" / "haproxy.sock"))
+    return HAProxyRuntime(str(runtime_dir.default_for(env.home) / "proxy-1" / "haproxy.sock"))
 
 
 def backend(env: LocalEnv) -> dict[str, ServerState] | None:
@@ -93,21 +95,29 @@ def wait_weights(env: LocalEnv, r: redis.Redis, percent: int, timeout: float = 2
 
 
 # -- the apps -------------------------------------------------------------------------
-def answers(url: str, code: int, user: str | None = None) -> bool:
-    headers = {"X-User-Id": user} if user else {}
+def user_cookie(env: LocalEnv, user: str) -> dict[str, str]:
+    """The cookies of a client known to the apps as ``user``: the user id cookie signed
+    with the environment's secret, as the app sets it on a first visit."""
+    secret = (env.home / "secrets" / "app_user_id_secret").read_text(encoding="utf-8").strip()
+    return {USER_COOKIE: sign_user_id(secret, user)}
+
+
+def answers(url: str, code: int, cookies: dict[str, str] | None = None) -> bool:
     try:
-        return requests.get(url, headers=headers, timeout=2).status_code == code
+        return requests.get(url, cookies=cookies, timeout=2).status_code == code
     except requests.RequestException:
         return False
 
 
 def wait_answers(urls: Iterable[str], path: str, code: int, timeout: float = 10.0,
-                 user: str | None = None) -> float:
-    """Seconds until every URL answers ``code`` on ``path`` (as ``user``, if given)."""
+                 user: str | None = None, env: LocalEnv | None = None) -> float:
+    """Seconds until every URL answers ``code`` on ``path`` (as ``user`` of ``env``, if
+    given: with that user's signed cookie)."""
     pending = set(urls)
+    cookies = user_cookie(env, user) if user and env else None
 
     def done() -> bool:
-        pending.difference_update({u for u in pending if answers(u + path, code, user)})
+        pending.difference_update({u for u in pending if answers(u + path, code, cookies)})
         return not pending
     who = f" for {user}" if user else ""
     return wait_until(done, timeout, lambda: f"{path} answering {code}{who} on every "

@@ -20,6 +20,7 @@ from tests.e2e.load import Load, count_requests, share
 from tests.e2e.observe import (
     ensure_redis_running,
     health,
+    user_cookie,
     wait_answers,
     wait_backend,
     wait_held_out,
@@ -60,16 +61,18 @@ def test_percentage_flag_through_the_proxy(local_env: LocalEnv, r) -> None:  # t
     # In force once a user inside the 10% gets the feature from every instance (it was off).
     inside = next(f"user-{n}" for n in range(2000)
                   if parse("10%").enabled_for("hiddenfeature", f"user-{n}"))
-    wait_answers(app_urls(local_env), "/hiddenfeature", 200, user=inside)
+    wait_answers(app_urls(local_env), "/hiddenfeature", 200, user=inside, env=local_env)
     url = local_env.proxy_url + "/hiddenfeature"
     answers: dict[int, int] = {}
+    # Each user is known by the signed id cookie the app gave them on a first visit.
+    users = {n: user_cookie(local_env, f"user-{n}") for n in range(2000)}
     with requests.Session() as session:
         for n in range(2000):
-            answers[n] = session.get(url, headers={"X-User-Id": f"user-{n}"}, timeout=5).status_code
+            answers[n] = session.get(url, cookies=users[n], timeout=5).status_code
         assert set(answers.values()) <= {200, 404}
         on = sum(code == 200 for code in answers.values()) / len(answers)
         assert 0.07 <= on <= 0.13, on
-        again = {n: session.get(url, headers={"X-User-Id": f"user-{n}"}, timeout=5).status_code
+        again = {n: session.get(url, cookies=users[n], timeout=5).status_code
                  for n in range(0, 2000, 4)}
     assert all(answers[n] == code for n, code in again.items())
 

@@ -34,7 +34,9 @@ def cached(client: FlaskClient, key: str) -> str | None:
 def setup(redis_server: tuple[int, str]) -> tuple[FlaskClient, redis.Redis]:
     port, password = redis_server
     url = f"redis://:{password}@127.0.0.1:{port}/0"
-    app = create_app({"APP_REDIS_URL": url, "TESTING": True, "APP_FLAGS_RESYNC_SECONDS": 30})
+    # X-User-Id names users here, as a trusted upstream's header would.
+    app = create_app({"APP_REDIS_URL": url, "TESTING": True, "APP_FLAGS_RESYNC_SECONDS": 30,
+                      "APP_USER_ID_HEADER": "X-User-Id"})
     return app.test_client(), redis.Redis.from_url(url)
 
 

@@ -23,7 +23,8 @@ def proxy_cli(redis_server: tuple[int, str], tmp_path: Path):  # type: ignore[no
     config.write_text(json.dumps({
         "redis_url": f"redis://default:{password}@127.0.0.1:{port}/0",
         "base_file": str(tmp_path / "base.cfg"), "config_file": str(tmp_path / "haproxy.cfg"),
-        "socket": str(tmp_path / "none.sock"), "reload_command": "true"}))
+        "socket": str(tmp_path / "none.sock"), "cookie_key": "test-key",
+        "reload_command": "true"}))
     r = redis.Redis(port=port, password=password, decode_responses=True)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,3 +81,21 @@ def test_register_refuses_what_readers_would_skip(proxy_cli, server: str, addres
     assert out.stderr.startswith("error: invalid entry") and out.stderr.count("\n") == 1
     assert len(out.stderr) < 600
     assert r.hgetall(servers_key("prod")) == {}
+
+
+def test_render_shows_haproxys_own_message(proxy_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A base HAProxy refuses: render fails with HAProxy's reason, the old file stays."""
+    run, r = proxy_cli
+    base = ("global\n    maxconn 10\ndefaults\n    mode http\n    timeout connect 1s\n"
+            "    timeout client 1s\n    timeout server 1s\nfrontend www\n"
+            "    bind 127.0.0.1:1\n    default_backend app\nbackend app\n")
+    (tmp_path / "base.cfg").write_text(base)
+    r.hset(servers_key("prod"), "prod-1", "127.0.0.1:9001")
+    assert run("render").stdout.strip() == "changed"
+    good = (tmp_path / "haproxy.cfg").read_text()
+    (tmp_path / "base.cfg").write_text(base.replace("    mode http\n",
+                                                    "    mode http\n    bogus_keyword on\n"))
+    refused = run("render")
+    assert refused.returncode == 1
+    assert "unknown keyword 'bogus_keyword' in 'defaults' section" in refused.stderr
+    assert (tmp_path / "haproxy.cfg").read_text() == good

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cdpipe_host.edge import server_cookie
 from cdpipe_host.haproxy import AdminState, OpState, ServerState
 from cdpipe_host.proxy.controller import Controller
 from cdpipe_host.proxy.desired import Desired, Server
@@ -30,6 +31,13 @@ backend app
 """
 
 
+KEY = "test-cookie-key"
+
+
+def cookie(name: str) -> str:
+    return server_cookie(KEY, name)
+
+
 def desired(**servers: str) -> Desired:
     d = Desired()
     for name, addr in servers.items():
@@ -39,24 +47,40 @@ def desired(**servers: str) -> Desired:
 
 def test_render_round_trips_and_is_valid_haproxy(tmp_path: Path) -> None:
     want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
-    text = render(BASE, want.servers, want)
+    text = render(BASE, want.servers, want, KEY)
     assert parse_servers(text) == want.servers
-    assert "server prod-1 127.0.0.1:9001 weight 256 cookie prod-1  #role=prod" in text
-    assert "server canary-1 127.0.0.1:9002 weight 126 cookie canary-1  #role=canary" in text
+    assert (f"server prod-1 127.0.0.1:9001 weight 256 cookie {cookie('prod-1')}  #role=prod"
+            in text)
+    assert (f"server canary-1 127.0.0.1:9002 weight 126 cookie {cookie('canary-1')}"
+            "  #role=canary" in text)
     cfg = tmp_path / "h.cfg"
     cfg.write_text(text)
-    check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True)
+    check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_persistence_cookies_are_opaque_and_stable() -> None:
+    """A server's cookie value names it to no one without the key, and stays the same
+    from one render (a reload, a restart, a runtime add) to the next."""
+    want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
+    text = render(BASE, want.servers, want, KEY)
+    values = {cookie("prod-1"), cookie("canary-1")}
+    assert len(values) == 2
+    assert all("prod" not in v and "canary" not in v for v in values)
+    assert render(BASE, want.servers, want, KEY) == text
+    assert cookie("canary-1") != server_cookie("another-key", "canary-1")
+    with pytest.raises(ValueError, match="needs a key"):
+        server_cookie("", "canary-1")
 
 
 def test_alert_and_draining_servers_are_rendered_disabled() -> None:
     want = desired(**{"prod-1": "127.0.0.1:9001", "canary-1": "127.0.0.1:9002"})
     want.canary_alert = True
     members = dict(want.servers) | {"prod-2": Server("prod-2", "127.0.0.1:9003", "prod")}
-    text = render(BASE, members, want)
-    assert "cookie canary-1 disabled" in text
-    assert "cookie prod-2 disabled" in text  # removed from Redis: draining
-    assert "cookie prod-1  #" in text
+    text = render(BASE, members, want, KEY)
+    assert f"cookie {cookie('canary-1')} disabled" in text
+    assert f"cookie {cookie('prod-2')} disabled" in text  # removed from Redis: draining
+    assert f"cookie {cookie('prod-1')}  #" in text
 
 
 class FakeRuntime:
@@ -78,7 +102,7 @@ class FakeRuntime:
 def controller(tmp_path: Path) -> Controller:
     cfg = ControllerConfig(redis_url="redis://127.0.0.1:1/0", base_file=str(tmp_path / "b"),
                            config_file=str(tmp_path / "c"), socket=str(tmp_path / "s"),
-                           reload_command="true", drain_timeout_seconds=5)
+                           cookie_key=KEY, reload_command="true", drain_timeout_seconds=5)
     return Controller(cfg)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from cdpipe import secrets
 
-NAMES = ("redis_password", "stats_password")
+NAMES = ("redis_password", "stats_password", "proxy_cookie_key", "app_user_id_secret")
 
 
 @pytest.fixture(autouse=True)

@@ -54,7 +54,8 @@ class LocalProvider(Provider):
 
     def sandbox(self, instance: Instance) -> Sandbox:
         assert instance.directory is not None
-        return Sandbox(instance.id, Path(instance.directory))
+        return Sandbox(instance.id, Path(instance.directory),
+                       self.settings.run_dir / instance.id)
 
     def _plan(self, state: State, role: Role, slot: int) -> Instance:
         number = 1 + max(
@@ -154,4 +155,6 @@ class LocalProvider(Provider):
         if instance.role == "proxy":
             hv["proxy_dir"] = f"{instance.directory}/haproxy"
             hv["proxy_controller_config"] = f"{instance.directory}/haproxy/controller.json"
+            # Sockets go to the sandbox's short runtime directory, not under CDPIPE_HOME.
+            hv["proxy_socket"] = str(self.sandbox(instance).run_dir / "haproxy.sock")
         return hv

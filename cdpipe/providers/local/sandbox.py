@@ -3,12 +3,17 @@
 The supervisord daemonizes, so the processes it runs outlive the command that started
 them, and restarts any of them that dies. Ansible adds programs through its include
 directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
+
+Its socket lives in the sandbox's runtime directory (``run_dir``, under the
+environment's short runtime directory: see ``cdpipe.runtime_dir``), not in the sandbox
+directory, whose path may be too long for a UNIX socket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +22,13 @@ from pathlib import Path
 
 import psutil
 
+from cdpipe import runtime_dir
 from cdpipe.errors import CdpipeError
 
 CONF = """\
 ; written by cdpipe's local provider: the "machine" of instance {id}
 [unix_http_server]
-file={dir}/supervisor.sock
+file={run}/supervisor.sock
 chmod=0700
 
 [supervisord]
@@ -38,7 +44,7 @@ identifier=cdpipe-{id}
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://{dir}/supervisor.sock
+serverurl=unix://{run}/supervisor.sock
 
 [include]
 files = {dir}/supervisor.d/*.conf
@@ -50,9 +56,14 @@ def bin_path(name: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, instance_id: str, directory: Path) -> None:
+    def __init__(self, instance_id: str, directory: Path, run_dir: Path) -> None:
         self.id = instance_id
         self.dir = directory
+        self.run_dir = run_dir
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
 
     @property
     def conf(self) -> Path:
@@ -62,7 +73,15 @@ class Sandbox:
         for sub in ("logs", "supervisor.d"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        self.conf.write_text(CONF.format(id=self.id, dir=self.dir), encoding="utf-8")
+        self.ensure_run_dir()
+        self.conf.write_text(CONF.format(id=self.id, dir=self.dir, run=self.run_dir),
+                             encoding="utf-8")
+
+    def ensure_run_dir(self) -> None:
+        """The sandbox's runtime directory (0700): made again after a reboot emptied the
+        system's temporary directory."""
+        runtime_dir.ensure(self.run_dir.parent)
+        self.run_dir.mkdir(mode=0o700, exist_ok=True)
 
     def pid(self) -> int | None:
         try:
@@ -82,13 +101,14 @@ class Sandbox:
     def start(self) -> None:
         if self.pid() is not None:
             return
+        self.ensure_run_dir()
         out = subprocess.run(
             [bin_path("supervisord"), "-c", str(self.conf)],
             capture_output=True, text=True, check=False,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.pid() is not None and (self.dir / "supervisor.sock").exists():
+            if self.pid() is not None and self.socket.exists():
                 return
             time.sleep(0.05)
         why = out.stderr.strip() or out.stdout.strip() or "no output"
@@ -109,6 +129,8 @@ class Sandbox:
             except psutil.TimeoutExpired:
                 os.kill(pid, signal.SIGKILL)
         self.kill_leftovers()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        runtime_dir.remove_if_empty(self.run_dir.parent)
 
     def processes(self) -> list[psutil.Process]:
         """Processes that belong to this sandbox: started in it or naming it."""

@@ -1,0 +1,180 @@
+"""The proxy role's HAProxy configuration, rendered from its template and defaults with
+the controller's server lines, run as a real HAProxy in front of real HTTP servers:
+what happens to requests in flight on a server that is killed, and to a slow client.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import jinja2
+import pytest
+import requests
+import yaml
+
+from cdpipe import PROJECT_ROOT
+from cdpipe_host.proxy.desired import Desired, Server
+from cdpipe_host.proxy.render import render
+from tests.support import free_port, wait_until
+
+ROLE = PROJECT_ROOT / "roles" / "proxy"
+# An HTTP server that takes 0.3 s per request (so requests are in flight when it dies)
+# and answers its name; /healthz at once.
+SLOW_SERVER = """
+import sys, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path != "/healthz":
+            time.sleep(0.3)
+        body = sys.argv[1].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Handler).serve_forever()
+"""
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def haproxy_config(frontend_port: int, stats_port: int, sock: str,
+                   servers: dict[str, str], **overrides: str) -> str:
+    """haproxy.cfg as the role and the controller write it (role defaults, the local
+    provider's addresses, a test key)."""
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    variables = defaults | {
+        "ansible_managed": "test", "proxy_bind_address": "127.0.0.1",
+        "proxy_frontend_port": frontend_port, "proxy_stats_port": stats_port,
+        "proxy_stats_password": "test", "proxy_socket": sock, "proxy_user": "",
+    } | overrides
+    template = (ROLE / "templates" / "haproxy.base.cfg.j2").read_text(encoding="utf-8")
+    base = jinja2.Environment(keep_trailing_newline=True).from_string(template).render(
+        variables)
+    desired = Desired(servers={n: Server(n, a, "prod") for n, a in servers.items()})
+    return render(base, desired.servers, desired, "test-key")
+
+
+class Rig:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}
+        self.haproxy: subprocess.Popen[bytes] | None = None
+
+    def start_server(self, name: str, port: int) -> None:
+        self.servers[name] = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, name,
+                                               str(port)], stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(port), 10, f"server {name} listening")
+
+    def start_haproxy(self, **overrides: str) -> None:
+        ports = {name: free_port() for name in ("a", "b")}
+        for name, port in ports.items():
+            self.start_server(name, port)
+        cfg = self.root / "haproxy.cfg"
+        cfg.write_text(haproxy_config(self.port, free_port(), str(self.root / "h.sock"),
+                                      {n: f"127.0.0.1:{p}" for n, p in ports.items()},
+                                      **overrides))
+        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(self.port), 10, "HAProxy listening")
+
+        def both_answer() -> bool:  # new clients each time (no persistence cookie)
+            seen = {requests.get(f"http://127.0.0.1:{self.port}/", timeout=5).text
+                    for _ in range(4)}
+            return seen == {"a", "b"}
+        wait_until(both_answer, 15, "HAProxy sending requests to both servers")
+
+    def stop(self) -> None:
+        for proc in [*self.servers.values(), self.haproxy]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    with tempfile.TemporaryDirectory(prefix="edge-") as root:  # short: a socket lives here
+        rig = Rig(Path(root))
+        try:
+            yield rig
+        finally:
+            rig.stop()
+
+
+def load_while_killing(rig: Rig) -> tuple[Counter[str], int]:
+    """8 clients for 3 s; server a is killed (SIGKILL) after 1 s, with requests on it."""
+    answers: Counter[str] = Counter()
+    failed = 0
+    lock = threading.Lock()
+
+    def client() -> None:
+        nonlocal failed
+        deadline = time.monotonic() + 3
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                try:
+                    resp = session.get(f"http://127.0.0.1:{rig.port}/", timeout=10)
+                    ok, text = resp.status_code == 200, resp.text
+                except requests.RequestException:
+                    ok, text = False, ""
+                with lock:
+                    if ok:
+                        answers[text] += 1
+                    else:
+                        failed += 1
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1)  # pacing of the scenario: a has requests in flight by now
+    rig.servers["a"].kill()
+    for t in threads:
+        t.join()
+    return answers, failed
+
+
+def test_requests_in_flight_on_a_killed_server_are_answered_by_another(rig: Rig) -> None:
+    rig.start_haproxy()
+    answers, failed = load_while_killing(rig)
+    assert answers["a"] > 0 and answers["b"] > 0
+    assert failed == 0
+
+
+def test_without_retries_on_empty_responses_they_would_fail(rig: Rig) -> None:
+    """The same kill with HAProxy's default retry-on: the requests in flight fail, which
+    is what the role's setting prevents (and shows this test can see it)."""
+    rig.start_haproxy(proxy_retry_on="conn-failure")
+    _answers, failed = load_while_killing(rig)
+    assert failed > 0
+
+
+def test_a_slow_client_is_answered_408_and_cut_off(rig: Rig) -> None:
+    rig.start_haproxy(proxy_timeout_http_request="1s")
+    with socket.create_connection(("127.0.0.1", rig.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: edge\r\n")
+        sock.settimeout(0.2)
+        received = b""
+        for n in range(100):  # a header line every 0.2 s: 20 s in all
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                sock.sendall(f"X-Slow-{n}: y\r\n".encode())
+                continue
+            received += chunk
+            if not chunk:
+                break
+    assert received.startswith(b"HTTP/1.1 408"), received[:80]
+    assert n < 99

@@ -1,0 +1,146 @@
+"""The edge's rules without servers: which routes are public, the signed user id, the
+runtime directory of sockets, and HAProxy's own words when it refuses a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask import Flask
+
+from app import create_app
+from cdpipe import PROJECT_ROOT, runtime_dir
+from cdpipe.ansible_runner import _message
+from cdpipe.errors import CdpipeError
+from cdpipe_host.edge import (
+    PUBLIC_HEALTH_PATH,
+    PUBLIC_PATHS,
+    USER_COOKIE,
+    sign_user_id,
+    verified_user_id,
+)
+
+# The app's routes that are not public: for the monitor and the operator, who reach
+# instances directly.
+PRIVATE_PATHS = {"/metrics", "/burn", "/healthz"}
+KEY = "unit-test-secret"
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    path = PROJECT_ROOT / "roles" / role / "defaults" / "main.yml"
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def test_every_route_of_the_app_is_public_or_private(app: Flask) -> None:
+    """A new route must be put on one side: the proxy forwards only PUBLIC_PATHS."""
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert routes == set(PUBLIC_PATHS) | PRIVATE_PATHS
+    assert not set(PUBLIC_PATHS) & PRIVATE_PATHS
+
+
+def test_proxy_role_defaults_hold_the_public_routes() -> None:
+    proxy = role_defaults("proxy")
+    assert proxy["proxy_public_paths"] == list(PUBLIC_PATHS)
+    assert proxy["proxy_public_health_path"] == PUBLIC_HEALTH_PATH
+
+
+# -- the user id ----------------------------------------------------------------------
+@pytest.fixture
+def signed_app() -> Flask:
+    return create_app({"APP_REDIS_URL": "", "TESTING": True, "APP_USER_ID_SECRET": KEY})
+
+
+def test_a_first_visit_gets_a_signed_id_that_stays(signed_app: Flask) -> None:
+    client = signed_app.test_client()
+    first = client.get("/greeting")
+    cookie = client.get_cookie(USER_COOKIE)
+    assert cookie is not None
+    uid = first.get_json()["user"]
+    assert verified_user_id(KEY, cookie.value) == uid
+    again = client.get("/greeting")
+    assert again.get_json()["user"] == uid
+    assert "Set-Cookie" not in again.headers  # a valid cookie is not set again
+
+
+@pytest.mark.parametrize("forged", ["alice", "alice.", "alice.0123abcd",
+                                    sign_user_id("another-key", "alice"),
+                                    sign_user_id(KEY, "alice")[:-1] + "0",
+                                    "al\u00efce." + "0" * 32])
+def test_a_forged_or_unsigned_cookie_gets_a_fresh_id(signed_app: Flask, forged: str) -> None:
+    client = signed_app.test_client()
+    client.set_cookie(USER_COOKIE, forged)
+    body = client.get("/greeting").get_json()
+    assert body["user"] != "alice"
+    cookie = client.get_cookie(USER_COOKIE)
+    assert cookie is not None and verified_user_id(KEY, cookie.value) == body["user"]
+
+
+def test_a_signed_cookie_names_its_user(signed_app: Flask) -> None:
+    client = signed_app.test_client()
+    client.set_cookie(USER_COOKIE, sign_user_id(KEY, "alice"))
+    assert client.get("/greeting").get_json()["user"] == "alice"
+
+
+def test_the_user_header_is_ignored_unless_trusted(signed_app: Flask) -> None:
+    body = signed_app.test_client().get("/greeting", headers={"X-User-Id": "alice"}).get_json()
+    assert body["user"] != "alice"
+    signed_app.config["APP_USER_ID_HEADER"] = "X-Authenticated-User"
+    client = signed_app.test_client()
+    assert client.get("/greeting", headers={"X-User-Id": "alice"}).get_json()["user"] != "alice"
+    trusted = client.get("/greeting", headers={"X-Authenticated-User": "alice"}).get_json()
+    assert trusted["user"] == "alice"
+    # A value no user id can be falls back to the cookie.
+    odd = client.get("/greeting", headers={"X-Authenticated-User": "a b"}).get_json()
+    assert odd["user"] != "a b"
+
+
+def test_without_a_secret_ids_are_still_signed() -> None:
+    """Development without the role: a key of this process, never an empty one."""
+    app = create_app({"APP_REDIS_URL": "", "TESTING": True})
+    assert app.config["APP_USER_ID_SECRET"]
+    assert verified_user_id("", sign_user_id("", "alice")) is None
+
+
+# -- the runtime directory ------------------------------------------------------------
+def test_runtime_dir_is_short_stable_and_per_home(tmp_path: Path) -> None:
+    long_home = tmp_path / ("x" * 200) / ".cdpipe"
+    path = runtime_dir.default_for(long_home)
+    assert path == runtime_dir.default_for(long_home)
+    assert path != runtime_dir.default_for(tmp_path / "other")
+    assert len(str(path / runtime_dir.LONGEST_SOCKET)) <= runtime_dir.SUN_PATH_MAX
+    assert str(os.getuid()) in path.name
+
+
+def test_runtime_dir_is_made_private(tmp_path: Path) -> None:
+    path = runtime_dir.ensure(tmp_path / "run")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    path.chmod(0o755)
+    runtime_dir.ensure(path)  # an existing one of ours is made private again
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_runtime_dir_refuses_what_is_not_its_own(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(CdpipeError, match="is not a directory of user"):
+        runtime_dir.ensure(tmp_path / "link")
+    with pytest.raises(CdpipeError, match="too long for UNIX sockets"):
+        runtime_dir.ensure(tmp_path / ("y" * 120))
+
+
+# -- HAProxy's own words ----------------------------------------------------------------
+def test_a_refused_template_shows_the_checkers_message() -> None:
+    result = {"msg": "failed to validate", "exit_status": 1, "stdout": "",
+              "stderr": "[NOTICE]   (1) : haproxy version is 2.6.12\n"
+                        "[NOTICE]   (1) : path to executable is /usr/sbin/haproxy\n"
+                        "[ALERT]    (1) : config : parsing [/tmp/x:10] : unknown keyword "
+                        "'bogus' in 'frontend' section\n"}
+    line = _message(json.dumps(result))
+    assert line.startswith("failed to validate: [ALERT]")
+    assert "unknown keyword 'bogus' in 'frontend' section" in line
+    assert "NOTICE" not in line
