@@ -38,10 +38,15 @@ class Autoscaler:
         self.prod_count = 0
 
     def cooling_down(self, now: float | None = None) -> float:
-        """Seconds of cooldown left."""
+        """Seconds of cooldown left: never more than the cooldown itself, even when the
+        wall clock stepped back since the last action (it is kept as wall time in Redis,
+        which outlives this process and may be written from another machine)."""
         last = self.r.get(LAST_ACTION)
         now = time.time() if now is None else now
-        return max(0.0, float(last) + self.cfg.cooldown_seconds - now) if last else 0.0
+        if not last:
+            return 0.0
+        return min(self.cfg.cooldown_seconds,
+                   max(0.0, float(last) + self.cfg.cooldown_seconds - now))
 
     def observe(self, rule: Rule, average: float | None, prod_count: int = 0
                 ) -> Decision | None:

@@ -53,7 +53,9 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
     sent = 0
     for raw in r.lrange(OUTBOX, 0, -1):
         item = json.loads(raw)
-        if item["next_try"] > now:
+        # Not due yet; a next try further away than the longest backoff means the wall
+        # clock stepped back since it was set: due now, not that much later.
+        if now < item["next_try"] <= now + MAX_BACKOFF_SECONDS:
             continue
         try:
             send(smtp, item["subject"], item["body"], item["id"])
