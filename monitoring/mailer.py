@@ -63,8 +63,12 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
             item["attempts"] += 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
             item["next_try"] = now + delay
-            r.lrem(OUTBOX, 1, str(text(raw)))
-            r.lpush(OUTBOX, json.dumps(item))
+            # One transaction: Redis out of memory allows the LREM but refuses the LPUSH,
+            # which alone would lose the mail; queued together, neither happens.
+            pipe = r.pipeline(transaction=True)
+            pipe.lrem(OUTBOX, 1, str(text(raw)))
+            pipe.lpush(OUTBOX, json.dumps(item))
+            pipe.execute()
             log.warning("mail %r not sent (%s); retry %d in %.0fs", item["subject"], exc,
                         item["attempts"], delay)
             break  # the server is down: the rest waits for the next round
