@@ -36,17 +36,22 @@ class Autoscaler:
         # direction rests until the number of prod instances changes.
         self.idle: dict[str, int] = {}
         self.prod_count = 0
+        # The last action when Redis could not record it (down or out of memory right
+        # after a scale): the cooldown holds in this process all the same.
+        self.last_local: float | None = None
 
     def cooling_down(self, now: float | None = None) -> float:
         """Seconds of cooldown left: never more than the cooldown itself, even when the
         wall clock stepped back since the last action (it is kept as wall time in Redis,
         which outlives this process and may be written from another machine)."""
-        last = self.r.get(LAST_ACTION)
         now = time.time() if now is None else now
-        if not last:
+        stamps = [float(last)] if (last := self.r.get(LAST_ACTION)) else []
+        if self.last_local is not None:
+            stamps.append(self.last_local)
+        if not stamps:
             return 0.0
         return min(self.cfg.cooldown_seconds,
-                   max(0.0, float(last) + self.cfg.cooldown_seconds - now))
+                   max(0.0, max(stamps) + self.cfg.cooldown_seconds - now))
 
     def observe(self, rule: Rule, average: float | None, prod_count: int = 0
                 ) -> Decision | None:
@@ -77,9 +82,15 @@ class Autoscaler:
             self.idle[decision.direction] = self.prod_count
             return False, line
         self.idle.clear()
-        self.r.set(LAST_ACTION, str(time.time()))
         self.above.clear()
         self.below.clear()
+        stamp, self.last_local = time.time(), None
+        try:
+            self.r.set(LAST_ACTION, str(stamp))
+        except redis.RedisError as exc:
+            self.last_local = stamp
+            log.warning("scale %s done, but Redis did not record it (%s); the cooldown "
+                        "holds in this process", decision.direction, exc)
         if out.returncode != 0:
             err = (out.stderr.strip().splitlines() or ["no output"])[-1]
             return True, f"scale {decision.direction} FAILED: {err}"
