@@ -97,8 +97,6 @@ def kill_app(env: LocalEnv, instance: str, record: list[Outcome]) -> None:
         requests_after(load, converged)
     record.append(outcome(f"kill -9 {instance} gunicorn", load, injected, converged))
     assert load.failures() == [], failed(load)
-    assert {s.instance for s in load.since(converged)} >= {"prod-1", "canary-1"} or len(
-        load.since(converged)) < 30
 
 
 @pytest.mark.xfail(reason=NEEDS_RETRY_ON, strict=False)
