@@ -46,8 +46,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 # HAProxy retries a refused connection on another server (`retries`, `option
 # redispatch`), but a request already sent to the worker that dies has no answer: HAProxy
 # closes that client's keep-alive connection without a response (seen: the client's
-# "Remote end closed connection without response", 1-2 requests in 4 of 8 prod kills,
-# none in 6 canary kills).
+# "Remote end closed connection without response", 1-2 requests in 4 of 9 prod kills,
+# in 1 of 7 canary kills).
 # Only `retry-on empty-response` (with conn-failure) resends it to another server, which
 # the proxy's template gets in the same issue (the edge scope); then drop these marks.
 NEEDS_RETRY_ON = ("a request in flight on the killed worker is closed without a response "
