@@ -7,6 +7,7 @@ import time
 
 from bench import (
     deploy_times,
+    fault_table,
     machine_times,
     monitoring_bench,
     proxy_overhead,
@@ -41,6 +42,7 @@ def main() -> None:
         runtime_control.report(env)
         monitoring_bench.report(env)
         settle_times.report(env)  # after monitoring_bench: the environment polls every 1 s
+    fault_table.report()  # the fault suite, on its own environment (after this one is down)
     machine_times.report()  # its own environment, on the rig's machines
 
 

@@ -101,6 +101,10 @@ class AlertBook:
         if current.state == "pending" and current.count >= for_polls:
             current.state, current.since, current.last_sent = "firing", now, now
             transition = "firing"
+        elif current.state == "firing" and now < current.last_sent:
+            # The wall clock stepped back: the reminder is due an interval from now, not
+            # an interval plus the step.
+            current.last_sent = now
         elif current.state == "firing" and now - current.last_sent >= self.repeat_interval:
             current.last_sent = now
             transition = "reminder"

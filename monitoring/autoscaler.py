@@ -36,16 +36,28 @@ class Autoscaler:
         # direction rests until the number of prod instances changes.
         self.idle: dict[str, int] = {}
         self.prod_count = 0
+        # The last action when Redis could not record it (down or out of memory right
+        # after a scale): the cooldown holds in this process all the same.
+        self.last_local: float | None = None
 
     def cooling_down(self, now: float | None = None) -> float:
-        """Seconds of cooldown left."""
-        last = self.r.get(LAST_ACTION)
+        """Seconds of cooldown left: never more than the cooldown itself, even when the
+        wall clock stepped back since the last action (it is kept as wall time in Redis,
+        which outlives this process and may be written from another machine)."""
         now = time.time() if now is None else now
+        stamps: list[float] = []
+        last = self.r.get(LAST_ACTION)
         try:
-            since = float(last) if last else None
+            if last:
+                stamps.append(float(last))
         except ValueError:  # not a time: as if no action was recorded
-            since = None
-        return max(0.0, since + self.cfg.cooldown_seconds - now) if since is not None else 0.0
+            pass
+        if self.last_local is not None:
+            stamps.append(self.last_local)
+        if not stamps:
+            return 0.0
+        return min(self.cfg.cooldown_seconds,
+                   max(0.0, max(stamps) + self.cfg.cooldown_seconds - now))
 
     def observe(self, rule: Rule, average: float | None, prod_count: int = 0
                 ) -> Decision | None:
@@ -76,9 +88,15 @@ class Autoscaler:
             self.idle[decision.direction] = self.prod_count
             return False, line
         self.idle.clear()
-        self.r.set(LAST_ACTION, str(time.time()))
         self.above.clear()
         self.below.clear()
+        stamp, self.last_local = time.time(), None
+        try:
+            self.r.set(LAST_ACTION, str(stamp))
+        except redis.RedisError as exc:
+            self.last_local = stamp
+            log.warning("scale %s done, but Redis did not record it (%s); the cooldown "
+                        "holds in this process", decision.direction, exc)
         if out.returncode != 0:
             err = (out.stderr.strip().splitlines() or ["no output"])[-1]
             return True, f"scale {decision.direction} FAILED: {err}"

@@ -137,7 +137,9 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
         if item is None:
             _set_aside(r, raw, "not a message of the outbox")
             continue
-        if item["next_try"] > now:
+        # Not due yet; a next try further away than the longest backoff means the wall
+        # clock stepped back since it was set: due now, not that much later.
+        if now < item["next_try"] <= now + MAX_BACKOFF_SECONDS:
             continue
         subject = shown(item["subject"])
         try:

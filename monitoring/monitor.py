@@ -44,6 +44,9 @@ class Monitor:
         self.scaler = Autoscaler(cfg.scaling, self.r)
         self.judge = Judge(cfg.canary)
         self.scaling: asyncio.Task[None] | None = None
+        # Mail that could not be queued in Redis (down or out of memory when a scale
+        # action ended): queued at the next cycles, in order.
+        self.unqueued: list[str] = []
         self.cycles = 0
         self.skipped = OnceLog(log)  # invalid server entries, each logged once
 
@@ -124,10 +127,22 @@ class Monitor:
     async def scale(self, decision: Decision) -> None:
         acted, line = await asyncio.to_thread(self.scaler.act, decision)
         if acted:
-            self.r.rpush(OUTBOX, message(f"[cdpipe] SCALE {decision.direction.upper()}: {line}",
+            self.unqueued.append(message(f"[cdpipe] SCALE {decision.direction.upper()}: {line}",
                                          f"{line}\nWhy: {decision.reason}\n"))
+            self.queue_unqueued()
         else:
             log.info("scale %s: nothing to do (%s)", decision.direction, line)
+
+    def queue_unqueued(self) -> None:
+        """Moves the mail kept in this process to the outbox, while Redis takes it."""
+        while self.unqueued:
+            try:
+                self.r.rpush(OUTBOX, self.unqueued[0])
+            except redis.RedisError as exc:
+                log.warning("%d mail(s) not queued yet, Redis refused (%s); next cycle",
+                            len(self.unqueued), exc)
+                return
+            self.unqueued.pop(0)
 
     async def run(self, once: bool = False) -> None:
         log.info("monitor: every %.0fs, %d rules, SMTP %s:%d", self.cfg.interval_seconds,
@@ -135,6 +150,7 @@ class Monitor:
         while True:
             started = time.monotonic()
             try:
+                self.queue_unqueued()
                 await self.cycle()
                 await asyncio.to_thread(deliver_due, self.r, self.cfg.smtp)
             except redis.RedisError as exc:
