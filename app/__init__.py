@@ -36,6 +36,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         APP_REDIS_TIMEOUT=float(os.environ.get("APP_REDIS_TIMEOUT", "0.5")),
         APP_FLAGS_RESYNC_SECONDS=float(os.environ.get("APP_FLAGS_RESYNC_SECONDS", "5")),
         APP_METRICS_SCOPE=os.environ.get("APP_METRICS_SCOPE", "tree"),
+        # A local sandbox's declared size and control group (unset: the whole machine).
+        APP_INSTANCE_VCPUS=os.environ.get("APP_INSTANCE_VCPUS", ""),
+        APP_INSTANCE_MEMORY_MB=os.environ.get("APP_INSTANCE_MEMORY_MB", ""),
+        APP_INSTANCE_CGROUP=os.environ.get("APP_INSTANCE_CGROUP", ""),
     )
     if test_config:
         app.config.from_mapping(test_config)
