@@ -2,7 +2,9 @@
 
 The supervisord daemonizes, so the processes it runs outlive the command that started
 them, and restarts any of them that dies. Ansible adds programs through its include
-directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
+directory (``supervisor.d/``), exactly as it would on a machine with supervisor. With a
+control group (``cdpipe.providers.local.sizing``) the supervisord starts in it, so
+every program of the sandbox is limited to the instance's size.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from cdpipe.errors import CdpipeError
+from cdpipe.providers.local.sizing import SandboxGroup
 
 CONF = """\
 ; written by cdpipe's local provider: the "machine" of instance {id}
@@ -50,9 +53,11 @@ def bin_path(name: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, instance_id: str, directory: Path) -> None:
+    def __init__(self, instance_id: str, directory: Path,
+                 group: SandboxGroup | None = None) -> None:
         self.id = instance_id
         self.dir = directory
+        self.group = group
 
     @property
     def conf(self) -> Path:
@@ -82,9 +87,13 @@ class Sandbox:
     def start(self) -> None:
         if self.pid() is not None:
             return
+        if self.group is not None:
+            self.group.prepare()
         out = subprocess.run(
             [bin_path("supervisord"), "-c", str(self.conf)],
             capture_output=True, text=True, check=False,
+            # In the child before exec: supervisord and all it starts are in the group.
+            preexec_fn=self.group.join if self.group is not None else None,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -109,6 +118,8 @@ class Sandbox:
             except psutil.TimeoutExpired:
                 os.kill(pid, signal.SIGKILL)
         self.kill_leftovers()
+        if self.group is not None:
+            self.group.remove()
 
     def processes(self) -> list[psutil.Process]:
         """Processes that belong to this sandbox: started in it or naming it."""
@@ -125,6 +136,11 @@ class Sandbox:
 
     def kill_leftovers(self) -> None:
         procs = self.processes()
+        if self.group is not None:  # and whatever else its control group holds
+            known = {p.pid for p in procs}
+            for pid in self.group.group.pids() - known:
+                with contextlib.suppress(psutil.Error):
+                    procs.append(psutil.Process(pid))
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
