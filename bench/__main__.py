@@ -7,6 +7,7 @@ import time
 
 from bench import (
     deploy_times,
+    instance_size,
     machine_times,
     monitoring_bench,
     proxy_overhead,
@@ -41,6 +42,7 @@ def main() -> None:
         runtime_control.report(env)
         monitoring_bench.report(env)
         settle_times.report(env)  # after monitoring_bench: the environment polls every 1 s
+    instance_size.report()  # a sandbox of its own, once the environment is down
     machine_times.report()  # its own environment, on the rig's machines
 
 
