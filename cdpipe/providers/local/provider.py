@@ -114,6 +114,7 @@ class LocalProvider(Provider):
     def _remove(self, instance: Instance) -> None:
         box = self.sandbox(instance)
         box.stop()
+        self.sizing.remove_leftover(instance.id)
         # Keep the instance's logs for a post-mortem: <home>/logs/<instance id>/.
         kept = self.settings.logs_dir / instance.id
         shutil.rmtree(kept, ignore_errors=True)

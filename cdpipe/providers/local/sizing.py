@@ -107,6 +107,14 @@ class Sizing:
         return SandboxGroup(Group(self.hierarchies, f"{self._prefix}/{instance_id}"),
                             self.size)
 
+    def remove_leftover(self, instance_id: str) -> None:
+        """Remove the instance's group if one is left, made when the setting was ``auto``."""
+        hierarchies, _ = find_hierarchies()
+        if hierarchies is not None:
+            group = Group(hierarchies, f"{self._prefix}/{instance_id}")
+            if any(d.is_dir() for d in group.dirs()):
+                SandboxGroup(group, self.size).remove()
+
     def host_vars(self, instance_id: str) -> dict[str, Any]:
         box = self.group(instance_id)
         return {"cdpipe_instance_vcpus": self.settings.local_vcpus,
