@@ -138,7 +138,7 @@ class Sandbox:
         procs = self.processes()
         if self.group is not None:  # and whatever else its control group holds
             known = {p.pid for p in procs}
-            for pid in self.group.group.pids() - known:
+            for pid in self.group.group.pids() - known - {os.getpid()}:
                 with contextlib.suppress(psutil.Error):
                     procs.append(psutil.Process(pid))
         for proc in procs:
