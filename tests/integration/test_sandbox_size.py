@@ -10,6 +10,8 @@ are tested: with a control group (where the host allows one) and without."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +80,19 @@ def test_the_sandbox_runs_in_its_group_until_it_is_removed(box: SizedApp) -> Non
     assert quota.read_text().split()[0] == str(int(VCPUS * 100_000))
     box.sandbox.stop()
     assert not group.group.exists()
+
+
+def test_a_cdpipe_command_run_inside_a_sandbox_leaves_its_group(box: SizedApp) -> None:
+    """As the monitor's `cdpipe scale` does: the control plane is no instance."""
+    if not box.cgroup:
+        pytest.skip("no control group in this mode")
+    group = box.provider.sizing.group(box.instance.id)
+    assert group is not None
+    code = ("from cdpipe.config import Settings; from cdpipe.providers.local import "
+            "LocalProvider; import os; "
+            f"LocalProvider(Settings(home={str(box.provider.settings.home)!r})); "
+            "print(open('/proc/self/cgroup').read())")
+    inside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60, preexec_fn=group.join)
+    assert group.group.holds(inside.stdout) is False
+    assert f"/{box.cgroup}" not in inside.stdout

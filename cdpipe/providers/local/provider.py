@@ -45,6 +45,7 @@ class LocalProvider(Provider):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sizing = Sizing(settings)
+        self.sizing.leave_sandbox()
 
     def preflight(self) -> None:
         for binary, package in REQUIRED_BINARIES.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -106,6 +107,23 @@ class Sizing:
             return None
         return SandboxGroup(Group(self.hierarchies, f"{self._prefix}/{instance_id}"),
                             self.size)
+
+    def leave_sandbox(self) -> bool:
+        """Move the calling process out of this environment's sandbox groups, if it is in
+        one: the control plane is no instance. (The monitor runs ``cdpipe scale`` inside
+        the proxy's sandbox; on AWS that command may run on the control machine. Its
+        Ansible run is then neither limited by the proxy's size nor counted in it.)"""
+        hierarchies = self.hierarchies
+        try:
+            mine = Path("/proc/self/cgroup").read_text(encoding="utf-8")
+        except OSError:
+            return False
+        if hierarchies is None or f"/{self._prefix}/" not in mine:
+            return False
+        for root in hierarchies.dirs():
+            with open(root / "cgroup.procs", "w", encoding="ascii") as f:
+                f.write("0")
+        return True
 
     def remove_leftover(self, instance_id: str) -> None:
         """Remove the instance's group if one is left, made when the setting was ``auto``."""
