@@ -43,6 +43,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # header of a trusted upstream that names the user ("" = none is trusted).
         APP_USER_ID_SECRET=os.environ.get("APP_USER_ID_SECRET", ""),
         APP_USER_ID_HEADER=os.environ.get("APP_USER_ID_HEADER", ""),
+        # A local sandbox's declared size and control group (unset: the whole machine).
+        APP_INSTANCE_VCPUS=os.environ.get("APP_INSTANCE_VCPUS", ""),
+        APP_INSTANCE_MEMORY_MB=os.environ.get("APP_INSTANCE_MEMORY_MB", ""),
+        APP_INSTANCE_CGROUP=os.environ.get("APP_INSTANCE_CGROUP", ""),
     )
     if test_config:
         app.config.from_mapping(test_config)

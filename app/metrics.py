@@ -3,8 +3,10 @@
 Requests by route and status, a latency histogram by route, (from prometheus-client's
 process collector) ``process_cpu_seconds_total`` and ``process_resident_memory_bytes``
 of the serving process, and ``instance_cpu_percent`` / ``instance_memory_percent``
-of the instance (``APP_METRICS_SCOPE``: ``tree``, the gunicorn process tree, in a
-local sandbox; ``host``, the whole machine, on a real one), which the monitor polls.
+of the instance (``APP_METRICS_SCOPE``: ``host``, the whole machine, on a real one;
+``tree``, a local sandbox: its control group ``APP_INSTANCE_CGROUP`` when it runs in one,
+else the gunicorn process tree, as percentages of the declared size
+``APP_INSTANCE_VCPUS`` / ``APP_INSTANCE_MEMORY_MB``), which the monitor polls.
 """
 
 from __future__ import annotations
@@ -21,16 +23,23 @@ from prometheus_client import (
     generate_latest,
 )
 
-from cdpipe_host.resource_usage import InstanceUsageCollector, ResourceUsage, default_root
+from cdpipe_host.resource_usage import (
+    MIB,
+    InstanceUsageCollector,
+    ResourceUsage,
+    Size,
+    default_root,
+)
 
 EXTENSION = "cdpipe_metrics"
 
 
 class AppMetrics:
-    def __init__(self, scope: str = "tree") -> None:
+    def __init__(self, scope: str = "tree", size: Size | None = None, cgroup: str = "") -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.registry.register(InstanceUsageCollector(ResourceUsage(scope, default_root())))
+        self.registry.register(InstanceUsageCollector(
+            ResourceUsage(scope, default_root(), size, cgroup)))
         self.requests = Counter(
             "app_requests_total", "HTTP requests served, by route and status.",
             ["route", "status"], registry=self.registry,
@@ -72,4 +81,7 @@ def metrics() -> Response:
 
 def init_app(app: Flask) -> None:
     """One registry per app (a test's app does not count another's requests)."""
-    app.extensions[EXTENSION] = AppMetrics(app.config["APP_METRICS_SCOPE"])
+    vcpus, memory_mb = app.config["APP_INSTANCE_VCPUS"], app.config["APP_INSTANCE_MEMORY_MB"]
+    size = Size(float(vcpus), int(memory_mb) * MIB) if vcpus and memory_mb else None
+    app.extensions[EXTENSION] = AppMetrics(app.config["APP_METRICS_SCOPE"], size,
+                                           app.config["APP_INSTANCE_CGROUP"])

@@ -8,6 +8,7 @@ import time
 from bench import (
     deploy_times,
     fault_table,
+    instance_size,
     machine_times,
     monitoring_bench,
     proxy_overhead,
@@ -43,6 +44,7 @@ def main() -> None:
         monitoring_bench.report(env)
         settle_times.report(env)  # after monitoring_bench: the environment polls every 1 s
     fault_table.report()  # the fault suite, on its own environment (after this one is down)
+    instance_size.report()  # a sandbox of its own, once the environment is down
     machine_times.report()  # its own environment, on the rig's machines
 
 

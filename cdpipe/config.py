@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         default=None, description="where local sockets live; else a short directory of "
                                   "the system's temporary directory, keyed by home")
 
+    # Local instances are machines of this size: a control group limits each sandbox to
+    # it, and its CPU and memory percentages are relative to it (see README).
+    local_vcpus: float = Field(default=1.0, ge=0.1, le=64,
+                               description="CPUs of each local instance (fractions allowed)")
+    local_memory_mb: int = Field(default=1024, ge=128, le=1024 * 1024,
+                                 description="memory of each local instance, MiB")
+    local_cgroups: Literal["auto", "off"] = Field(
+        default="auto", description="auto: limit each local sandbox with a control group "
+                                    "where the host allows it; off: never (figures are "
+                                    "then read from each sandbox's processes)")
+
     # AWS (provider aws). Credentials come from boto3's usual chain (environment,
     # profile, instance role), never from here; AWS_ENDPOINT_URL(_EC2) are honoured.
     aws_region: str | None = Field(default=None, description="else AWS_REGION / AWS_DEFAULT_REGION")

@@ -81,6 +81,8 @@ class Environment:
                 state_mod.save(self.settings.state_file, self.state)
             raise
         self.save()
+        for line in self.provider.notes():
+            self.show(line)
         for instance in created:
             self.show(f"created {instance.id} ({instance.role}) at {instance.url()}")
         if not created:

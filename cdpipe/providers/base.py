@@ -59,6 +59,10 @@ class Provider(ABC):
         other machines find it (EC2: a ``Commit`` tag on each app instance). Nothing by
         default: the state file is the record."""
 
+    def notes(self) -> list[str]:
+        """Lines worth a user's notice when instances are provisioned (none by default)."""
+        return []
+
     @abstractmethod
     def inventory_vars(self) -> dict[str, Any]:
         """Ansible variables for every host of this provider (connection, paths...)."""

@@ -18,6 +18,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe.model import PORTS, ROLES, Instance, Role
 from cdpipe.providers.base import Provider
 from cdpipe.providers.local.sandbox import Sandbox, bin_path
+from cdpipe.providers.local.sizing import Sizing
 from cdpipe.state import State
 
 HOST = "127.0.0.1"
@@ -43,6 +44,8 @@ class LocalProvider(Provider):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.sizing = Sizing(settings)
+        self.sizing.leave_sandbox()
 
     def preflight(self) -> None:
         for binary, package in REQUIRED_BINARIES.items():
@@ -51,11 +54,12 @@ class LocalProvider(Provider):
                     f"{binary} not found on PATH; install it with scripts/bootstrap "
                     f"(apt-get install {package})"
                 )
+        self.sizing.check()
 
     def sandbox(self, instance: Instance) -> Sandbox:
         assert instance.directory is not None
         return Sandbox(instance.id, Path(instance.directory),
-                       self.settings.run_dir / instance.id)
+                       self.settings.run_dir / instance.id, self.sizing.group(instance.id))
 
     def _plan(self, state: State, role: Role, slot: int) -> Instance:
         number = 1 + max(
@@ -112,6 +116,7 @@ class LocalProvider(Provider):
     def _remove(self, instance: Instance) -> None:
         box = self.sandbox(instance)
         box.stop()
+        self.sizing.remove_leftover(instance.id)
         # Keep the instance's logs for a post-mortem: <home>/logs/<instance id>/.
         kept = self.settings.logs_dir / instance.id
         shutil.rmtree(kept, ignore_errors=True)
@@ -125,6 +130,9 @@ class LocalProvider(Provider):
         for role, _commit in list(state.deployed.items()):
             if not any(i.role == role for i in state.instances):
                 state.deployed.pop(role, None)
+
+    def notes(self) -> list[str]:
+        return [self.sizing.note()]
 
     def inventory_vars(self) -> dict[str, Any]:
         return {
@@ -151,7 +159,8 @@ class LocalProvider(Provider):
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
         hv: dict[str, Any] = {"cdpipe_instance_dir": instance.directory,
-                              "cdpipe_code_dir": f"{instance.directory}/code"}
+                              "cdpipe_code_dir": f"{instance.directory}/code",
+                              **self.sizing.host_vars(instance.id)}
         if instance.role == "proxy":
             hv["proxy_dir"] = f"{instance.directory}/haproxy"
             hv["proxy_controller_config"] = f"{instance.directory}/haproxy/controller.json"

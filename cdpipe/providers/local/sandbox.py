@@ -6,7 +6,8 @@ directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
 
 Its socket lives in the sandbox's runtime directory (``run_dir``, under the
 environment's short runtime directory: see ``cdpipe.runtime_dir``), not in the sandbox
-directory, whose path may be too long for a UNIX socket.
+directory, whose path may be too long for a UNIX socket. With a control
+group (``cdpipe.providers.local.sizing``) the supervisord starts in it, so every program of the sandbox is limited to the instance's size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import psutil
 
 from cdpipe import runtime_dir
 from cdpipe.errors import CdpipeError
+from cdpipe.providers.local.sizing import SandboxGroup
 
 CONF = """\
 ; written by cdpipe's local provider: the "machine" of instance {id}
@@ -56,10 +58,12 @@ def bin_path(name: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, instance_id: str, directory: Path, run_dir: Path) -> None:
+    def __init__(self, instance_id: str, directory: Path, run_dir: Path,
+                 group: SandboxGroup | None = None) -> None:
         self.id = instance_id
         self.dir = directory
         self.run_dir = run_dir
+        self.group = group
 
     @property
     def socket(self) -> Path:
@@ -102,9 +106,13 @@ class Sandbox:
         if self.pid() is not None:
             return
         self.ensure_run_dir()
+        if self.group is not None:
+            self.group.prepare()
         out = subprocess.run(
             [bin_path("supervisord"), "-c", str(self.conf)],
             capture_output=True, text=True, check=False,
+            # In the child before exec: supervisord and all it starts are in the group.
+            preexec_fn=self.group.join if self.group is not None else None,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -131,6 +139,8 @@ class Sandbox:
         self.kill_leftovers()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         runtime_dir.remove_if_empty(self.run_dir.parent)
+        if self.group is not None:
+            self.group.remove()
 
     def processes(self) -> list[psutil.Process]:
         """Processes that belong to this sandbox: started in it or naming it."""
@@ -147,6 +157,11 @@ class Sandbox:
 
     def kill_leftovers(self) -> None:
         procs = self.processes()
+        if self.group is not None:  # and whatever else its control group holds
+            known = {p.pid for p in procs}
+            for pid in self.group.group.pids() - known - {os.getpid()}:
+                with contextlib.suppress(psutil.Error):
+                    procs.append(psutil.Process(pid))
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
