@@ -7,7 +7,8 @@ directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
 Its socket lives in the sandbox's runtime directory (``run_dir``, under the
 environment's short runtime directory: see ``cdpipe.runtime_dir``), not in the sandbox
 directory, whose path may be too long for a UNIX socket. With a control
-group (``cdpipe.providers.local.sizing``) the supervisord starts in it, so every program of the sandbox is limited to the instance's size.
+group (``cdpipe.providers.local.sizing``) the supervisord starts in it, so every
+program of the sandbox is limited to the instance's size.
 """
 
 from __future__ import annotations
