@@ -154,4 +154,5 @@ class LocalProvider(Provider):
         if instance.role == "proxy":
             hv["proxy_dir"] = f"{instance.directory}/haproxy"
             hv["proxy_controller_config"] = f"{instance.directory}/haproxy/controller.json"
+            hv["proxy_deployer_config"] = f"{instance.directory}/haproxy/deployer.json"
         return hv
