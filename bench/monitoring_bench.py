@@ -4,7 +4,6 @@ a sustained CPU breach to a new prod instance serving through the proxy."""
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,8 @@ import requests
 import yaml
 from aiohttp import web
 
-from bench.scratch_env import CDPIPE, BenchEnv
+from bench.scratch_env import BenchEnv
+from cdpipe.redis_users import MONITOR, OPERATOR
 from cdpipe_host.keys import MONITOR_ALERTS, MONITOR_OUTBOX, flag_key
 from devkit import free_port
 from monitoring.config import MonitorConfig
@@ -123,11 +123,9 @@ def breach_to_serving(env: BenchEnv) -> tuple[float, float]:
     interval, polls = 1.0, 2
     env.cdpipe("up", "--ref", env.head(), "--monitor-interval", str(interval),
                "--scale-cooldown", "600", "--monitor-rules", str(rules))
-    status = json.loads(subprocess.run([CDPIPE, "status", "--json"], env=env.env,
-                                       capture_output=True, text=True, check=True).stdout)
     import redis
 
-    r = redis.Redis.from_url(status["redis"]["url"], decode_responses=True)
+    r = redis.Redis.from_url(env.redis_url(OPERATOR), decode_responses=True)
     r.set(flag_key("cpuburn"), "on")
     stop = threading.Event()
 
@@ -158,9 +156,7 @@ def breach_to_serving(env: BenchEnv) -> tuple[float, float]:
 
 
 def report(env: BenchEnv) -> None:
-    status = json.loads(subprocess.run([CDPIPE, "status", "--json"], env=env.env,
-                                       capture_output=True, text=True, check=True).stdout)
-    rows = poll_cycles(status["redis"]["url"])
+    rows = poll_cycles(env.redis_url(MONITOR))
     print("\n## Monitor poll cycle (median of 3; app-like /metrics of about 50 lines)")
     print("| endpoints | cycle s | ms per endpoint | monitor peak RSS MB |")
     print("|---|---|---|---|")

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import time
 
 import redis
 import requests
 
 from app.flags import FlagCache
-from bench.scratch_env import CDPIPE, BenchEnv
+from bench.scratch_env import BenchEnv
+from cdpipe.redis_users import OPERATOR
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
 from devkit.redis_server import scratch_redis
 
@@ -42,10 +41,9 @@ def flag_check_cost(checks: int = 20_000) -> tuple[float, float]:
     return statistics.median(cached) / 1000, statistics.median(direct) / 1000
 
 
-def _redis(env: BenchEnv) -> redis.Redis:
-    out = subprocess.run([CDPIPE, "status", "--json"], env=env.env, capture_output=True,
-                         text=True, check=True)
-    return redis.Redis.from_url(json.loads(out.stdout)["redis"]["url"], decode_responses=True)
+def _redis(env: BenchEnv, user: str = OPERATOR) -> redis.Redis:
+    """A client as the operator (flags, the canary's switch and weight), or ``user``."""
+    return redis.Redis.from_url(env.redis_url(user), decode_responses=True)
 
 
 def flag_propagation(env: BenchEnv, rounds: int = 60) -> list[float]:

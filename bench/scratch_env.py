@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdpipe.redis_users import password_name
+from cdpipe.runtime_control import format_redis_url
 from devkit import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
@@ -26,6 +28,11 @@ class BenchEnv:
     @property
     def home(self) -> Path:
         return self.root / "home"
+
+    def redis_url(self, user: str) -> str:
+        """The URL of one of the environment's Redis users, from its password file."""
+        password = (self.home / "secrets" / password_name(user)).read_text().strip()
+        return format_redis_url("127.0.0.1", self.port_base + 10, user, password)
 
     def cdpipe(self, *args: str) -> float:
         """Runs cdpipe; returns its wall time in seconds."""

@@ -30,6 +30,7 @@ from bench.monitoring_bench import serve_endpoints
 from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
 from cdpipe import runtime_dir
+from cdpipe.redis_users import ADMIN, APP, DEPLOYER, MONITOR
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
 from devkit import free_port
@@ -130,7 +131,7 @@ def alert_in_haproxy(env: BenchEnv, rounds: int = 30) -> tuple[list[float], list
     in maintenance (what the end-to-end tests wait for before judging requests), and
     from off to the canary back in rotation."""
     r = _redis(env)
-    canary = sorted(r.hkeys(servers_key("canary")))[0]
+    canary = sorted(_redis(env, ADMIN).hkeys(servers_key("canary")))[0]
     servers = _backend(env)
     out, back = [], []
     for _ in range(rounds):
@@ -154,15 +155,14 @@ def server_membership(env: BenchEnv, rounds: int = 5) -> dict[str, list[float]]:
     servers:prod to HAProxy having it in rotation (health check, haproxy.cfg, reload);
     from HDEL to it held out (maintenance: no new request); and to it removed (drained,
     reloaded)."""
-    status = _status(env)
-    r = redis.Redis.from_url(status["redis"]["url"], decode_responses=True)
+    r = _redis(env, DEPLOYER)  # the server lists are the deployer's
     name, port = "bench-extra", free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
          "--worker-class", "gthread", "--threads", "4", "--chdir", str(env.repo),
          "app:create_app()"],
         env=dict(os.environ, APP_INSTANCE_ID=name, APP_ROLE="prod",
-                 APP_REDIS_URL=status["redis"]["url"]),
+                 APP_REDIS_URL=env.redis_url(APP)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     servers = _backend(env)
     figures: dict[str, list[float]] = {"in rotation": [], "held out": [], "removed": []}
@@ -321,7 +321,7 @@ def report(env: BenchEnv) -> None:
     print(row("HDEL servers:prod -> held out (maintenance)", members["held out"]))
     print(row("HDEL servers:prod -> removed (drained, reloaded)", members["removed"]))
 
-    cycle = slow_target_cycle(_status(env)["redis"]["url"])
+    cycle = slow_target_cycle(env.redis_url(MONITOR))
     print("\n## A poll cycle with a slow (3 s) and a dead endpoint, timeout 1 s "
           "(median of 3, s)")
     print("| measure | fast only | with slow and dead | ratio |")

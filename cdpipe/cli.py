@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdpipe import canary, config, gitref, runtime_control, status
+from cdpipe import canary, config, gitref, redis_users, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
@@ -50,6 +50,13 @@ def _cdpipe_command() -> str:
         return str(binary.relative_to(Path.cwd()))
     except ValueError:
         return str(binary)
+
+
+def _redis_cli_hint(settings: config.Settings, port: int) -> str:
+    """redis-cli as the operator: the password from its file, never on the command line."""
+    password_file = settings.secrets_dir / redis_users.password_name(redis_users.OPERATOR)
+    return (f"REDISCLI_AUTH=$(cat {password_file}) redis-cli --user {redis_users.OPERATOR} "
+            f"-p {port}")
 
 
 def _env(provider: ProviderChoice | None, environment: str | None = None) -> Environment:
@@ -111,11 +118,9 @@ def up(
                       f"{env.settings.aws_ssh_user}@{proxy.host} &", markup=False,
                       soft_wrap=True)
         port = 16379
-    console.print(
-        f"        REDISCLI_AUTH=$(cat {env.settings.secrets_dir}/redis_password) "
-        f"redis-cli -p {port} SET {flag_key('hiddenfeature')} on",
-        markup=False, soft_wrap=True,
-    )
+    hint = _redis_cli_hint(env.settings, port)
+    console.print(f"        {hint} SET {flag_key('hiddenfeature')} on", markup=False,
+                  soft_wrap=True)
     console.print(f"        {_cdpipe_command()} status", markup=False)
     console.print(f"  ansible-playbook -i {inv} playbooks/site.yml   # converge from a laptop",
                   markup=False, soft_wrap=True)
@@ -133,11 +138,15 @@ def deploy(
 
 
 @app.command("status")
-def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    show_secrets: Annotated[bool, typer.Option(
+        "--show-secrets", help="print the Redis URL with its password")] = False,
+) -> None:
     """Instances, addresses, versions, health, weights, flags and alerts."""
     settings = config.load()
     state = load_state(settings.state_file)
-    report = status.collect(settings, state)
+    report = status.collect(settings, state, show_secrets=show_secrets)
     # The AWS environment's id and region (what inventory/aws_ec2.yml needs); None locally.
     report["environment"] = state.environment or None
     report["region"] = state.region or None
@@ -160,6 +169,9 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     console.print(f"canary weight {canary['weight']}%   alert {'on' if canary['alert'] else 'off'}")
     flags = ", ".join(f"{k}={v}" for k, v in report["flags"].items()) or "none"
     console.print(f"flags: {flags}", markup=False)
+    console.print(f"redis {report['redis']['url']}   (password: {report['redis']['password_file']}"
+                  f"{'' if show_secrets else '; --show-secrets prints it in the URL'})",
+                  markup=False, soft_wrap=True)
 
 
 flag_app = typer.Typer(help=f"Feature flags (Redis keys {flag_key('<name>')}).",

@@ -8,7 +8,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from cdpipe import PROJECT_ROOT, gitref, inventory, providers, runtime_control, secrets
+from cdpipe import (
+    PROJECT_ROOT,
+    gitref,
+    inventory,
+    providers,
+    redis_users,
+    runtime_control,
+    secrets,
+)
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
 from cdpipe.config import Settings
@@ -192,7 +200,8 @@ class Environment:
             return f"scaled in: {victim.id} drained and removed"
 
     def _unregister(self, instance_id: str) -> None:
-        r = runtime_control.client(self.settings, self.state)
+        # The server lists are the deployer user's (the operator may not write them).
+        r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
         try:
             discovery.deregister(r, "prod", instance_id)
         except discovery.DrainRefused as exc:

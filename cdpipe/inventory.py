@@ -5,7 +5,8 @@ is its ``app_ref`` group variable, so ``ansible-playbook -i <file> playbooks/sit
 from a laptop converges to what is running.
 
 The cross-host facts every role reads are emitted here, once, from Python: each host's
-ports (``cdpipe.model.PORTS``), the environment's Redis (``cdpipe_redis_url``), the
+ports (``cdpipe.model.PORTS``), the environment's Redis (``cdpipe_redis_urls``: one
+URL per Redis user, and ``cdpipe_redis_passwords``), the
 HAProxy backend, the canary's initial weight. The provider adds what differs
 (connection, directories, whether packages are installed).
 """
@@ -21,20 +22,30 @@ import yaml
 from cdpipe.config import Settings
 from cdpipe.model import ROLES, Instance, port_vars
 from cdpipe.providers.base import Provider
-from cdpipe.runtime_control import REDIS_USER
+from cdpipe.redis_users import USERS, password_name
 from cdpipe.state import State
 from cdpipe_host.edge import PUBLIC_HEALTH_PATH, PUBLIC_PATHS
 from cdpipe_host.haproxy import APP_BACKEND
 
-# The password is read on the control machine from the secrets directory, never written
-# into the inventory; the URL percent-encodes it as format_redis_url does.
-REDIS_PASSWORD_LOOKUP = (
-    "{{ lookup('ansible.builtin.file', cdpipe_secrets_dir ~ '/redis_password') }}")
-REDIS_URL_TEMPLATE = (
-    "redis://" + REDIS_USER
-    + ":{{ cdpipe_redis_password | urlencode | replace('/', '%2F') }}"
-    "@{{ cdpipe_redis_host }}:{{ cdpipe_redis_port }}/0"
-)
+
+def redis_password_lookup(user: str) -> str:
+    """A password is read on the control machine from the secrets directory, never
+    written into the inventory."""
+    return ("{{ lookup('ansible.builtin.file', cdpipe_secrets_dir ~ '/"
+            + password_name(user) + "') }}")
+
+
+def redis_url_template(user: str) -> str:
+    """The user's URL, its password percent-encoded as format_redis_url does it."""
+    return ("redis://" + user + ":{{ cdpipe_redis_passwords['" + user + "']"
+            " | urlencode | replace('/', '%2F') }}"
+            "@{{ cdpipe_redis_host }}:{{ cdpipe_redis_port }}/0")
+
+
+# Every Redis user's password and URL (roles pick theirs: app_redis_url is the app
+# user's, proxy_redis_url the controller's...).
+REDIS_PASSWORDS = {user: redis_password_lookup(user) for user in USERS}
+REDIS_URLS = {user: redis_url_template(user) for user in USERS}
 
 
 def host_vars(instance: Instance, provider: Provider) -> dict[str, Any]:
@@ -46,8 +57,8 @@ def common_vars(settings: Settings, state: State, provider: Provider) -> dict[st
     facts: dict[str, Any] = {
         "cdpipe_provider": provider.name,
         "cdpipe_secrets_dir": str(settings.secrets_dir),
-        "cdpipe_redis_password": REDIS_PASSWORD_LOOKUP,
-        "cdpipe_redis_url": REDIS_URL_TEMPLATE,
+        "cdpipe_redis_passwords": REDIS_PASSWORDS,
+        "cdpipe_redis_urls": REDIS_URLS,
         "app_repo": settings.app_repo,
         "app_keep_releases": settings.keep_releases,
         # The path of the key, never the key: the app role copies it without logging.

@@ -14,6 +14,7 @@ import requests
 from cdpipe import secrets
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
+from cdpipe.redis_users import OPERATOR, password_name
 from cdpipe.state import State
 from cdpipe_host.flagvalues import InvalidFlagValue, parse
 from cdpipe_host.haproxy import APP_BACKEND, ServerStats, parse_stats_csv
@@ -21,27 +22,37 @@ from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, flag_ke
 from cdpipe_host.names import DECODE_ERRORS, flag_name_problem, shown
 from cdpipe_host.values import read_alert, read_weight, text
 
-REDIS_USER = "default"
+REDACTED = "REDACTED"
 T = TypeVar("T")
 
 
-def format_redis_url(host: str, port: int, password: str | None) -> str:
-    """The one form of the environment's Redis URL: the ``default`` user (redis-cli 7
-    refuses an empty one) and the password percent-encoded."""
-    auth = f"{REDIS_USER}:{quote(password, safe='')}@" if password else ""
+def format_redis_url(host: str, port: int, user: str, password: str | None) -> str:
+    """The one form of the environment's Redis URLs: a named user (redis-cli 7 refuses
+    an empty one) and the password percent-encoded."""
+    auth = f"{user}:{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/0"
 
 
-def redis_url(settings: Settings, state: State, with_password: bool = True) -> str | None:
+def redis_password(settings: Settings, user: str) -> str | None:
+    return secrets.read(settings.secrets_dir, password_name(user))
+
+
+def redis_url(settings: Settings, state: State, user: str = OPERATOR,
+              with_password: bool = True) -> str | None:
+    """The URL of ``user`` (the operator's by default); ``with_password=False`` gives it
+    with the password replaced by REDACTED (what `status` prints)."""
     servers = state.of_role("redis")
     if not servers:
         return None
-    password = secrets.read(settings.secrets_dir, "redis_password") if with_password else None
-    return format_redis_url(servers[0].host, servers[0].ports["redis"], password)
+    password = redis_password(settings, user) if with_password else REDACTED
+    return format_redis_url(servers[0].host, servers[0].ports["redis"], user, password)
 
 
-def client(settings: Settings, state: State, timeout: float = 2) -> redis.Redis:
-    url = redis_url(settings, state)
+def client(settings: Settings, state: State, timeout: float = 2,
+           user: str = OPERATOR) -> redis.Redis:
+    """A client as ``user``: the operator's for flags and the kill switch, the
+    deployer's for the server lists."""
+    url = redis_url(settings, state, user)
     if url is None:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
@@ -52,6 +63,12 @@ def client(settings: Settings, state: State, timeout: float = 2) -> redis.Redis:
 def _call(action: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
+    except redis.AuthenticationError as exc:
+        raise CdpipeError(f"cannot {action}: Redis refused the password ({exc}); run "
+                          "`cdpipe up` to configure the passwords of the secrets "
+                          "directory") from None
+    except redis.exceptions.NoPermissionError as exc:
+        raise CdpipeError(f"cannot {action}: Redis refused it ({exc})") from None
     except redis.RedisError as exc:
         raise CdpipeError(f"cannot {action}: Redis unreachable ({exc}); "
                           "check `cdpipe status`") from None

@@ -1,4 +1,9 @@
-"""What ``cdpipe status`` reports: instances, versions, health, weights, flags, alerts."""
+"""What ``cdpipe status`` reports: instances, versions, health, weights, flags, alerts.
+
+Secrets stay out of the report unless asked for: ``redis.url`` is the operator's URL
+with the password replaced by REDACTED, or with ``show_secrets`` the working
+``redis://operator:<password>@host:port/0``; ``redis.password_file`` says where the
+password is."""
 
 from __future__ import annotations
 
@@ -8,22 +13,22 @@ from typing import Any
 import redis
 import requests
 
-from cdpipe import secrets
 from cdpipe.config import Settings
 from cdpipe.model import Instance
-from cdpipe.runtime_control import read_canary, read_flags, redis_url
+from cdpipe.redis_users import OPERATOR, password_name
+from cdpipe.runtime_control import read_canary, read_flags, redis_password, redis_url
 from cdpipe.state import State
 from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
 
 
-def _probe(instance: Instance, redis_password: str | None) -> dict[str, Any]:
+def _probe(instance: Instance, password: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": instance.id, "role": instance.role, "url": instance.url(),
                              "version": None, "healthy": False}
     try:
         if instance.role == "redis":
             client = redis.Redis(host=instance.host, port=instance.ports["redis"],
-                                 password=redis_password, socket_timeout=1)
+                                 username=OPERATOR, password=password, socket_timeout=1)
             entry["healthy"] = bool(client.ping())
         elif instance.role == "proxy":
             resp = requests.get(instance.url(), timeout=2)
@@ -53,8 +58,8 @@ def _runtime(url: str | None) -> dict[str, Any]:
     return out
 
 
-def collect(settings: Settings, state: State) -> dict[str, Any]:
-    password = secrets.read(settings.secrets_dir, "redis_password")
+def collect(settings: Settings, state: State, show_secrets: bool = False) -> dict[str, Any]:
+    password = redis_password(settings, OPERATOR)
     with ThreadPoolExecutor(max_workers=8) as pool:
         instances = list(pool.map(lambda i: _probe(i, password), state.instances))
     proxies = state.of_role("proxy")
@@ -64,7 +69,10 @@ def collect(settings: Settings, state: State) -> dict[str, Any]:
         "up": bool(state.instances),
         "proxy": {"url": proxies[0].url() if proxies else None,
                   "stats_url": proxies[0].url("stats") if proxies else None},
-        "redis": {"url": url},
+        "redis": {"url": url if show_secrets else redis_url(settings, state,
+                                                            with_password=False),
+                  "user": OPERATOR,
+                  "password_file": str(settings.secrets_dir / password_name(OPERATOR))},
         "deployed": state.deployed,
         "instances": instances,
         "mail": {"maildir": (f"{proxies[0].directory}/monitor/Maildir"

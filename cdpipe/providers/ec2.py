@@ -533,6 +533,7 @@ class Ec2Provider(Provider):
             "cdpipe_python": f"{INSTANCE_DIR}/code/venv/bin/python",
             "proxy_dir": f"{INSTANCE_DIR}/haproxy",
             "proxy_controller_config": f"{INSTANCE_DIR}/haproxy/controller.json",
+            "proxy_deployer_config": f"{INSTANCE_DIR}/haproxy/deployer.json",
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:

@@ -7,7 +7,6 @@ start). The environment is torn down with `cdpipe down` at the end, whatever hap
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from cdpipe.redis_users import ADMIN, password_name
+from cdpipe.runtime_control import format_redis_url
 from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
@@ -32,9 +33,14 @@ class LocalEnv:
     new: str
     broken: str
 
-    def redis(self) -> redis.Redis:
-        status = json.loads(self.cdpipe("status", "--json").stdout)
-        return redis.Redis.from_url(status["redis"]["url"], decode_responses=True)
+    def redis_url(self, user: str = ADMIN) -> str:
+        """The URL of one of the environment's Redis users (admin: the tests reset and
+        inspect everything), from its password file."""
+        password = (self.home / "secrets" / password_name(user)).read_text().strip()
+        return format_redis_url("127.0.0.1", self.port_base + 10, user, password)
+
+    def redis(self, user: str = ADMIN) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url(user), decode_responses=True)
 
     def supervisorctl(self, instance: str, *args: str) -> str:
         conf = self.home / "instances" / instance / "supervisord.conf"

@@ -172,7 +172,7 @@ def reset_runtime(env: LocalEnv, report: dict | None = None) -> None:  # type: i
     (when any were removed) and HAProxy has exactly the inventory's servers in rotation
     with the default weights."""
     report = report or status(env)
-    r = ensure_redis_running(env, report["redis"]["url"])
+    r = ensure_redis_running(env)
     apps = app_instances(env, report)
     flags = list(r.scan_iter(match=FLAGS_PATTERN, count=1000))
     since = time.monotonic()

@@ -34,10 +34,12 @@ def test_status_reports_the_contract_keys(local_env: LocalEnv) -> None:
     report = status(local_env)
     assert report["provider"] == "local"
     assert report["proxy"]["url"] == local_env.proxy_url
-    # It carries its password, as the `default` user (format_redis_url: redis-cli 7
-    # refuses an empty user).
-    assert report["redis"]["url"].startswith("redis://default:")
-    assert "@" in report["redis"]["url"]
+    # The operator's URL, its password redacted (--show-secrets prints it; a named user:
+    # redis-cli 7 refuses an empty one).
+    port = local_env.port_base + 10
+    assert report["redis"]["url"] == f"redis://operator:REDACTED@127.0.0.1:{port}/0"
+    shown = json.loads(local_env.cdpipe("status", "--json", "--show-secrets").stdout)
+    assert shown["redis"]["url"] == local_env.redis_url("operator")
     roles = sorted(i["role"] for i in report["instances"])
     assert roles == ["canary", "prod", "proxy", "redis"]
     assert all(i["healthy"] for i in report["instances"])
@@ -61,12 +63,16 @@ def test_proxy_splits_two_thirds_prod_one_third_canary(local_env: LocalEnv) -> N
 
 
 def test_hiddenfeature_follows_redis_flag(local_env: LocalEnv) -> None:
-    report = status(local_env)
     import redis
 
-    client = redis.Redis.from_url(report["redis"]["url"])
     assert requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code == 404
-    client.set("flag:hiddenfeature", "on")  # clean_env removes it after the test
+    # As the README shows it: redis-cli as the operator, the password from its file.
+    password_file = local_env.home / "secrets" / "redis_operator_password"
+    out = subprocess.run(
+        ["sh", "-c", f"REDISCLI_AUTH=$(cat {password_file}) redis-cli --user operator "
+                     f"-p {local_env.port_base + 10} SET flag:hiddenfeature on"],
+        capture_output=True, text=True, timeout=10, check=False)
+    assert out.stdout.strip() == "OK", out  # clean_env removes the flag after the test
     # Served by every instance (their caches hear of the SET), then through the proxy.
     wait_answers([local_env.url(2), local_env.url(3)], "/hiddenfeature", 200)
     codes = {requests.get(local_env.proxy_url + "/hiddenfeature", timeout=5).status_code
@@ -75,6 +81,26 @@ def test_hiddenfeature_follows_redis_flag(local_env: LocalEnv) -> None:
     # Redis refuses clients without the password.
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=local_env.port_base + 10).get("flag:hiddenfeature")
+
+
+@pytest.mark.parametrize(("instance", "users"), [
+    ("canary-1", {"app"}), ("prod-1", {"app"}), ("redis-1", set()),
+    ("proxy-1", {"controller", "deployer", "monitor"})])
+def test_each_instance_holds_only_its_redis_credentials(local_env: LocalEnv, instance: str,
+                                                        users: set[str]) -> None:
+    """No file of an instance's sandbox (supervisor programs, configuration, the
+    releases' settings) holds the password of a Redis user it does not run as: the
+    canary has the app user's only (it cannot write servers:*), Redis only hashes."""
+    secrets_dir = local_env.home / "secrets"
+    passwords = {p.name: p.read_text().strip() for p in secrets_dir.glob("redis_*_password")}
+    found: set[str] = set()
+    for path in (local_env.home / "instances" / instance).rglob("*"):
+        if (not path.is_file() or path.is_symlink() or path.stat().st_size > 1_000_000
+                or {".venv", "venvs", ".git", "__pycache__"} & set(path.parts)):
+            continue
+        data = path.read_bytes()
+        found |= {name for name, value in passwords.items() if value.encode() in data}
+    assert found == {f"redis_{user}_password" for user in users}
 
 
 def test_second_site_run_changes_nothing(local_env: LocalEnv) -> None:

@@ -133,8 +133,8 @@ def extra_server(clean_env: LocalEnv) -> Iterator[tuple[str, str]]:
     without it)."""
     local_env = clean_env
     port = free_port()
-    redis_url = json.loads(local_env.cdpipe("status", "--json").stdout)["redis"]["url"]
-    env = dict(os.environ, APP_INSTANCE_ID="extra-1", APP_ROLE="prod", APP_REDIS_URL=redis_url)
+    env = dict(os.environ, APP_INSTANCE_ID="extra-1", APP_ROLE="prod",
+               APP_REDIS_URL=local_env.redis_url("app"))
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
          "--worker-class", "gthread", "--threads", "4", "--chdir", str(local_env.repo),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 from cdpipe import PROJECT_ROOT
@@ -45,12 +46,17 @@ def redis_tunnel(env: MachinesEnv) -> Iterator[int]:
         proc.wait(10)
 
 
-def redis_cli(env: MachinesEnv, port: int, *args: str) -> str:
-    password = (env.home / "secrets" / "redis_password").read_text().strip()
-    out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                         text=True, timeout=30, check=True,
-                         env={"REDISCLI_AUTH": password, "PATH": "/usr/bin:/bin"})
-    return out.stdout.strip()
+def redis_password(env: MachinesEnv, user: str) -> str:
+    return (env.home / "secrets" / f"redis_{user}_password").read_text().strip()
+
+
+def redis_cli(env: MachinesEnv, port: int, *args: str, user: str = "operator") -> str:
+    """redis-cli as the README shows it: --user, the password in REDISCLI_AUTH."""
+    out = subprocess.run(["redis-cli", "--user", user, "-p", str(port), *args],
+                         capture_output=True, text=True, timeout=30, check=False,
+                         env={"REDISCLI_AUTH": redis_password(env, user),
+                              "PATH": "/usr/bin:/bin"})
+    return (out.stdout + out.stderr).strip()
 
 
 def status_of(url: str) -> int:
@@ -139,6 +145,32 @@ def test_operator_flips_a_flag_with_redis_cli_through_an_ssh_tunnel(
         assert redis_cli(deployed, port, "SET", "flag:hiddenfeature", "off") == "OK"
         wait_until(lambda: status_of(proxy + "/hiddenfeature") == 404, 20,
                    "/hiddenfeature answering 404 again")
+        # The apps' user reads flags and may write nothing.
+        assert "NOPERM" in redis_cli(deployed, port, "HSET", "servers:prod", "x", "10.0.0.9:80",
+                                     user="app")
+        assert "NOPERM" in redis_cli(deployed, port, "FLUSHALL", user="app")
+
+
+@pytest.mark.parametrize(("role", "users"), [
+    ("canary", {"app"}), ("prod", {"app"}), ("redis", set()),
+    ("proxy", {"controller", "deployer", "monitor"})])
+def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, role: str,
+                                                       users: set[str]) -> None:
+    """The canary machine holds no credential that may write servers:* (only the app
+    user's); Redis' machine holds hashes only; the deployer's file is root's."""
+    found = set()
+    for user in ("admin", "operator", "deployer", "controller", "monitor", "app"):
+        hit = deployed.ssh(deployed.address(role), (
+            f"sudo grep -rlF -e '{redis_password(deployed, user)}' /opt/cdpipe /etc/supervisor "
+            "--exclude-dir=venv --exclude-dir=.venv --exclude-dir=venvs --exclude-dir=.git "
+            "|| true"))
+        if hit.strip():
+            found.add(user)
+    assert found == users
+    if role == "proxy":
+        owner = deployed.ssh(deployed.address(role),
+                             "sudo stat -c '%U %a' /opt/cdpipe/haproxy/deployer.json")
+        assert owner.strip() == "root 600"
 
 
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:

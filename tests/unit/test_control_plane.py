@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdpipe import gitref
+from cdpipe import gitref, secrets
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.inventory import build
 from cdpipe.providers.local import LocalProvider
+from cdpipe.redis_users import USERS
 from cdpipe.state import State
 from tests.support import cdpipe_env, commit_change, free_port, git, git_init
 
@@ -73,9 +74,14 @@ def test_inventory_groups_roles_and_carries_deployed_refs(tmp_path: Path) -> Non
     # The cross-host facts: where Redis is, for every role's one URL.
     assert (inv["vars"]["cdpipe_redis_host"], inv["vars"]["cdpipe_redis_port"]) == (
         "127.0.0.1", 30010)
-    assert "cdpipe_redis_url" in inv["vars"]
-    # No secret is written into the inventory itself.
-    assert "password" not in yaml.safe_dump(inv).replace("redis_password", "")
+    assert set(inv["vars"]["cdpipe_redis_urls"]) == set(USERS)
+    # No secret is written into the inventory itself: lookups of the secret files only.
+    dumped = yaml.safe_dump(inv)
+    for user in USERS:
+        assert inv["vars"]["cdpipe_redis_passwords"][user].startswith("{{ lookup(")
+        assert inv["vars"]["cdpipe_redis_urls"][user].startswith(f"redis://{user}:{{{{ ")
+    written = secrets.ensure(settings.secrets_dir)
+    assert not any(value in dumped for value in written.values())
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

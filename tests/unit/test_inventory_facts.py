@@ -13,9 +13,10 @@ import yaml
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
-from cdpipe.inventory import REDIS_URL_TEMPLATE, common_vars
+from cdpipe.inventory import REDIS_URLS, common_vars
 from cdpipe.model import PORTS, machine_ports
 from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.redis_users import USERS
 from cdpipe.runtime_control import format_redis_url
 from cdpipe.state import State
 from cdpipe_host.haproxy import APP_BACKEND
@@ -47,18 +48,29 @@ def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> No
     provider = Ec2Provider(settings)
     generated = common_vars(settings, State(), provider) | provider.inventory_vars()
     generated["cdpipe_redis_port"] = machine_ports("redis")["redis"]
-    for key in ("cdpipe_redis_password", "cdpipe_redis_url", "cdpipe_code_dir",
+    for key in ("cdpipe_redis_passwords", "cdpipe_redis_urls", "cdpipe_code_dir",
                 "cdpipe_python", "cdpipe_instance_dir", "proxy_dir", "proxy_backend",
-                "proxy_controller_config", "proxy_canary_weight", "cdpipe_redis_port",
+                "proxy_controller_config", "proxy_deployer_config", "proxy_canary_weight",
+                "cdpipe_redis_port",
                 "app_keep_releases", "cdpipe_install_packages", "cdpipe_provider"):
         assert group_vars[key] == generated[key], key
 
 
+@pytest.mark.parametrize("user", USERS)
 @pytest.mark.parametrize("password", ["plain-Token_1", "p@ss:w/rd%20 +"])
-def test_the_inventory_url_is_the_cli_url(password: str) -> None:
-    """Ansible renders the inventory's URL with Jinja's urlencode; the CLI with
+def test_the_inventory_urls_are_the_cli_urls(user: str, password: str) -> None:
+    """Ansible renders the inventory's URLs with Jinja's urlencode; the CLI with
     urllib's quote: a password with @ : / % must come out the same in both."""
     env = jinja2.Environment()
-    rendered = env.from_string(REDIS_URL_TEMPLATE).render(
-        cdpipe_redis_password=password, cdpipe_redis_host="10.0.0.5", cdpipe_redis_port=6379)
-    assert rendered == format_redis_url("10.0.0.5", 6379, password)
+    rendered = env.from_string(REDIS_URLS[user]).render(
+        cdpipe_redis_passwords={user: password}, cdpipe_redis_host="10.0.0.5",
+        cdpipe_redis_port=6379)
+    assert rendered == format_redis_url("10.0.0.5", 6379, user, password)
+
+
+@pytest.mark.parametrize(("role", "variable", "user"), [
+    ("app", "app_redis_url", "app"), ("proxy", "proxy_redis_url", "controller"),
+    ("proxy", "proxy_deployer_redis_url", "deployer"),
+    ("monitor", "monitor_redis_url", "monitor")])
+def test_each_role_connects_as_its_own_user(role: str, variable: str, user: str) -> None:
+    assert role_defaults(role)[variable] == "{{ cdpipe_redis_urls['" + user + "'] }}"

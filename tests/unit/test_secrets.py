@@ -13,12 +13,15 @@ import pytest
 
 from cdpipe import secrets
 
-NAMES = ("redis_password", "stats_password", "proxy_cookie_key", "app_user_id_secret")
+USERS = ("admin", "operator", "deployer", "controller", "monitor", "app")
+NAMES = (*(f"redis_{user}_password" for user in USERS), "stats_password",
+         "proxy_cookie_key", "app_user_id_secret")
+ADMIN = "redis_admin_password"
 
 
 @pytest.fixture(autouse=True)
 def no_secret_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in NAMES:
+    for name in (*NAMES, "redis_password"):
         monkeypatch.delenv(f"CDPIPE_{name.upper()}", raising=False)
 
 
@@ -47,7 +50,7 @@ def test_ensure_creates_0600_files_in_a_0700_dir(tmp_path: Path, open_umask: Non
         assert (d / name).read_text() == values[name] + "\n"
         assert len(values[name]) >= 32 and values[name].isascii()
         assert secrets.read(d, name) == values[name]
-    assert values["redis_password"] != values["stats_password"]
+    assert len(set(values.values())) == len(NAMES)  # one password per user
 
 
 def test_an_existing_open_dir_is_closed_to_others(tmp_path: Path) -> None:
@@ -65,11 +68,11 @@ def test_values_are_kept_across_calls(tmp_path: Path) -> None:
     assert secrets.ensure(d) == first
     assert secrets.ensure(d) == first
     assert {name: (d / name).stat().st_mtime_ns for name in NAMES} == written  # not rewritten
-    assert secrets.read(d, "redis_password") == first["redis_password"]
+    assert secrets.read(d, ADMIN) == first[ADMIN]
 
 
 def test_read_of_a_missing_secret_is_none(tmp_path: Path) -> None:
-    assert secrets.read(tmp_path, "redis_password") is None
+    assert secrets.read(tmp_path, ADMIN) is None
     assert secrets.read(tmp_path / "nowhere", "stats_password") is None
 
 
@@ -77,18 +80,42 @@ def test_the_environment_overrides_and_is_written_through(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "secrets"
     generated = secrets.ensure(d)
-    monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "from-jenkins")
+    monkeypatch.setenv("CDPIPE_REDIS_OPERATOR_PASSWORD", "from-jenkins")
     values = secrets.ensure(d)
-    assert values["redis_password"] == "from-jenkins"
-    assert values["stats_password"] == generated["stats_password"]  # the other one stays
-    # Written through: Ansible reads the file (cdpipe_secrets_dir/redis_password).
-    assert (d / "redis_password").read_text() == "from-jenkins\n"
-    assert secrets.read(d, "redis_password") == "from-jenkins"
-    assert mode(d / "redis_password") == 0o600
+    assert values["redis_operator_password"] == "from-jenkins"
+    assert values | {"redis_operator_password": generated["redis_operator_password"]} == \
+        generated  # the others stay
+    # Written through: Ansible reads the file (cdpipe_secrets_dir/redis_operator_password).
+    assert (d / "redis_operator_password").read_text() == "from-jenkins\n"
+    assert mode(d / "redis_operator_password") == 0o600
 
     # Without the variable, the value it set is the one kept (not a new random one).
-    monkeypatch.delenv("CDPIPE_REDIS_PASSWORD")
-    assert secrets.ensure(d)["redis_password"] == "from-jenkins"
+    monkeypatch.delenv("CDPIPE_REDIS_OPERATOR_PASSWORD")
+    assert secrets.ensure(d)["redis_operator_password"] == "from-jenkins"
+
+
+def test_the_single_password_of_earlier_versions_is_the_admins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CDPIPE_REDIS_PASSWORD (Jenkins' cdpipe-redis-password) sets the admin user's;
+    CDPIPE_REDIS_ADMIN_PASSWORD wins over it."""
+    d = tmp_path / "secrets"
+    monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "from-jenkins")
+    values = secrets.ensure(d)
+    assert values[ADMIN] == "from-jenkins"
+    assert "from-jenkins" not in {v for k, v in values.items() if k != ADMIN}
+    assert not (d / "redis_password").exists()
+    monkeypatch.setenv("CDPIPE_REDIS_ADMIN_PASSWORD", "admin-own")
+    assert secrets.ensure(d)[ADMIN] == "admin-own"
+
+
+def test_a_password_file_of_earlier_versions_becomes_the_admins(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "redis_password").write_text("old-single\n")
+    values = secrets.ensure(d)
+    assert values[ADMIN] == "old-single"
+    assert not (d / "redis_password").exists()
+    assert sorted(p.name for p in d.iterdir()) == sorted(NAMES)
 
 
 def test_the_environment_on_a_first_run_makes_the_file(
@@ -106,13 +133,14 @@ def test_an_empty_variable_does_not_override(tmp_path: Path,
     d = tmp_path / "secrets"
     generated = secrets.ensure(d)
     monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "")
+    monkeypatch.setenv("CDPIPE_REDIS_APP_PASSWORD", "")
     assert secrets.ensure(d) == generated
 
 
 def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
     d = tmp_path / "secrets"
     d.mkdir()
-    (d / "redis_password").write_text("kept\n")
-    (d / "redis_password").chmod(0o644)
-    assert secrets.ensure(d)["redis_password"] == "kept"
-    assert (d / "redis_password").stat().st_mode & 0o777 == 0o600
+    (d / "redis_app_password").write_text("kept\n")
+    (d / "redis_app_password").chmod(0o644)
+    assert secrets.ensure(d)["redis_app_password"] == "kept"
+    assert (d / "redis_app_password").stat().st_mode & 0o777 == 0o600

@@ -164,6 +164,7 @@ class LocalProvider(Provider):
         if instance.role == "proxy":
             hv["proxy_dir"] = f"{instance.directory}/haproxy"
             hv["proxy_controller_config"] = f"{instance.directory}/haproxy/controller.json"
+            hv["proxy_deployer_config"] = f"{instance.directory}/haproxy/deployer.json"
             # Sockets go to the sandbox's short runtime directory, not under CDPIPE_HOME.
             hv["proxy_socket"] = str(self.sandbox(instance).run_dir / "haproxy.sock")
         return hv

@@ -1,0 +1,63 @@
+"""The redis role's ACL users (roles/redis/defaults/main.yml) against cdpipe's own
+definitions: the users cdpipe connects as (cdpipe.redis_users) and the key and channel
+patterns of the contract (cdpipe_host.keys), so a renamed key cannot leave a rule
+behind. What the rules let each user do is tests/integration/test_redis_acl.py's."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdpipe.redis_users import USERS
+from cdpipe_host.keys import (
+    CANARY_ALERT,
+    CANARY_PREFIX,
+    CANARY_WEIGHT,
+    CONTROLLER_CHANNELS,
+    FLAGS_CHANNEL,
+    FLAGS_PATTERN,
+    SERVERS_PREFIX,
+)
+from devkit.acl_redis import role_defaults
+
+MONITOR_PATTERN = "monitor:*"  # MONITOR_ALERTS, MONITOR_OUTBOX, MONITOR_SCALE_LAST
+SERVERS = f"{SERVERS_PREFIX}*"
+CANARY = f"{CANARY_PREFIX}*"
+# Per user: its key patterns (~ read-write, %R~ read-only) and its channels (&).
+EXPECTED = {
+    "operator": {f"~{FLAGS_PATTERN}", f"~{CANARY}"},
+    "deployer": {f"~{SERVERS}", f"~{CANARY_WEIGHT}", f"%R~{CANARY}"},
+    "controller": {f"%R~{SERVERS}", f"%R~{CANARY}", *(f"&{c}" for c in CONTROLLER_CHANNELS)},
+    "monitor": {f"~{MONITOR_PATTERN}", f"~{CANARY_ALERT}", f"%R~{SERVERS}"},
+    "app": {f"%R~{FLAGS_PATTERN}", f"&{FLAGS_CHANNEL}"},
+}
+
+
+def rules() -> dict[str, list[str]]:
+    return {u["name"]: u["rules"].split() for u in role_defaults()["redis_acl_users"]}
+
+
+def test_the_role_has_one_entry_per_user_cdpipe_connects_as() -> None:
+    names = [u["name"] for u in role_defaults()["redis_acl_users"]]
+    assert sorted(names) == sorted(USERS) and len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("user", sorted(EXPECTED))
+def test_each_users_keys_and_channels_are_the_contracts(user: str) -> None:
+    patterns = {t for t in rules()[user] if t.startswith(("~", "%", "&"))}
+    assert patterns == EXPECTED[user]
+
+
+@pytest.mark.parametrize("user", sorted(EXPECTED))
+def test_every_user_but_admin_starts_from_nothing_and_loses_the_dangerous(user: str) -> None:
+    tokens = rules()[user]
+    commands = [t for t in tokens if t[0] in "+-"]
+    assert commands[0] == "-@all"
+    assert "-@dangerous" in commands
+    assert "+@all" not in tokens and "allkeys" not in tokens and "allcommands" not in tokens
+    # Granted only before the dangerous ones are taken away again.
+    assert commands.index("-@dangerous") > max(
+        i for i, t in enumerate(commands) if t.startswith("+@"))
+
+
+def test_admin_has_everything() -> None:
+    assert rules()["admin"] == ["~*", "&*", "+@all"]
