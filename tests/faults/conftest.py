@@ -85,11 +85,11 @@ def report(env: LocalEnv) -> dict:  # type: ignore[type-arg]
 
 
 def admin_redis(env: LocalEnv) -> redis.Redis:
-    """A client allowed CONFIG, DEBUG and writes to the monitor's keys (the URL that
-    `cdpipe status --json` shows); one per environment, reconnecting by itself."""
+    """A client allowed CONFIG, DEBUG and writes to the monitor's keys (the admin Redis
+    user); one per environment, reconnecting by itself."""
     if env.home not in _CLIENTS:
         _CLIENTS[env.home] = redis.Redis.from_url(
-            report(env)["redis"]["url"], decode_responses=True, socket_timeout=5,
+            env.redis_url(), decode_responses=True, socket_timeout=5,
             socket_connect_timeout=5)
     return _CLIENTS[env.home]
 

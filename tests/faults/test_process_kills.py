@@ -43,15 +43,10 @@ from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
-# HAProxy retries a refused connection on another server (`retries`, `option
-# redispatch`), but a request already sent to the worker that dies has no answer: HAProxy
-# closes that client's keep-alive connection without a response (seen: the client's
-# "Remote end closed connection without response", 1-2 requests in 4 of 9 prod kills,
-# in 1 of 7 canary kills).
-# Only `retry-on empty-response` (with conn-failure) resends it to another server, which
-# the proxy's template gets in the same issue (the edge scope); then drop these marks.
-NEEDS_RETRY_ON = ("a request in flight on the killed worker is closed without a response "
-                  "until HAProxy has `retry-on conn-failure empty-response` (edge scope)")
+# A request already sent to a worker that dies has no answer: without `retry-on
+# empty-response` HAProxy closed that client's connection without a response (seen: 1-2
+# requests in 4 of 9 prod kills, 1 of 7 canary kills). The proxy retries it on another
+# server now (roles/proxy: proxy_retry_on), so every request must succeed.
 
 
 def answers_ping(r: redis.Redis) -> bool:
@@ -102,12 +97,10 @@ def kill_app(env: LocalEnv, instance: str, record: list[Outcome]) -> None:
     assert load.failures() == [], failed(load)
 
 
-@pytest.mark.xfail(reason=NEEDS_RETRY_ON, strict=False)
 def test_kill_prod_gunicorn(healthy: LocalEnv, record: list[Outcome]) -> None:
     kill_app(healthy, "prod-1", record)
 
 
-@pytest.mark.xfail(reason=NEEDS_RETRY_ON, strict=False)
 def test_kill_canary_gunicorn(healthy: LocalEnv, record: list[Outcome]) -> None:
     kill_app(healthy, "canary-1", record)
 
