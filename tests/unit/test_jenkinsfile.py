@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe import PROJECT_ROOT
+from cdpipe import PROJECT_ROOT, secrets
 from devkit import git, git_init
 
 JENKINSFILE = (PROJECT_ROOT / "Jenkinsfile").read_text(encoding="utf-8")
@@ -247,8 +247,15 @@ def test_deploy_only_on_main_after_green_stages() -> None:
 CREDENTIALS = {  # credential id -> the variables post_build and cdpipe read
     "cdpipe-aws": [],  # AmazonWebServicesCredentialsBinding: AWS_ACCESS_KEY_ID, ...
     "cdpipe-ssh": ["CDPIPE_AWS_PRIVATE_KEY_FILE"],
-    "cdpipe-redis-password": ["CDPIPE_REDIS_PASSWORD"],
+    "cdpipe-redis-admin-password": ["CDPIPE_REDIS_ADMIN_PASSWORD"],
+    "cdpipe-redis-operator-password": ["CDPIPE_REDIS_OPERATOR_PASSWORD"],
+    "cdpipe-redis-deployer-password": ["CDPIPE_REDIS_DEPLOYER_PASSWORD"],
+    "cdpipe-redis-controller-password": ["CDPIPE_REDIS_CONTROLLER_PASSWORD"],
+    "cdpipe-redis-monitor-password": ["CDPIPE_REDIS_MONITOR_PASSWORD"],
+    "cdpipe-redis-app-password": ["CDPIPE_REDIS_APP_PASSWORD"],
     "cdpipe-stats-password": ["CDPIPE_STATS_PASSWORD"],
+    "cdpipe-proxy-cookie-key": ["CDPIPE_PROXY_COOKIE_KEY"],
+    "cdpipe-app-user-id-secret": ["CDPIPE_APP_USER_ID_SECRET"],
     "cdpipe-smtp": ["CDPIPE_SMTP_USER", "CDPIPE_SMTP_PASSWORD"],
 }
 
@@ -267,6 +274,12 @@ def test_deploy_binds_the_credentials_around_post_build() -> None:
         binding.args)
     assert sorted(bound_variables()) == sorted(v for vs in CREDENTIALS.values() for v in vs)
     assert not re.search(r"AKIA[0-9A-Z]{16}", JENKINSFILE)  # no key in the repository
+
+
+def test_deploy_binds_every_secret_cdpipe_keeps() -> None:
+    """A secret left unbound would be generated anew in a wiped workspace."""
+    kept = {f"CDPIPE_{name.upper()}" for name in secrets.NAMES}
+    assert kept <= set(bound_variables())
 
 
 def test_the_environment_each_stage_sees() -> None:
