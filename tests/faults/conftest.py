@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,6 +134,12 @@ def maildir(env: LocalEnv) -> Path:
 
 def mails(env: LocalEnv) -> list[str]:
     return maildir_subjects(maildir(env))
+
+
+def mails_since_now(env: LocalEnv) -> Callable[[], Counter[str]]:
+    """A counter of the mail (subject -> how many) that arrives from now on."""
+    before = Counter(mails(env))
+    return lambda: Counter(mails(env)) - before
 
 
 def alerts(env: LocalEnv) -> dict[str, dict]:  # type: ignore[type-arg]

@@ -6,8 +6,6 @@ order by itself (supervisor restarts the process, which resynchronises)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import redis
 
@@ -30,7 +28,7 @@ from tests.faults.conftest import (
     failed,
     in_rotation,
     kill_tree,
-    mails,
+    mails_since_now,
     now,
     outcome,
     pid,
@@ -131,10 +129,7 @@ def test_kill_monitor_while_an_alert_fires(healthy: LocalEnv, record: list[Outco
     env = healthy
     key = "instance-down/redis-1"
     fired, resolved = f"[cdpipe] FIRING {key}", f"[cdpipe] RESOLVED {key}"
-    before = Counter(mails(env))
-
-    def new() -> Counter[str]:
-        return Counter(mails(env)) - before
+    new = mails_since_now(env)
     with steady_load(env) as load:
         env.supervisorctl("redis-1", "stop", "agent")  # instance-down/redis-1 fires
         try:

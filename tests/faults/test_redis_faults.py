@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
 
 import pytest
 
@@ -22,7 +21,7 @@ from tests.faults.conftest import (
     alerts,
     failed,
     in_rotation,
-    mails,
+    mails_since_now,
     now,
     outcome,
     pid,
@@ -52,7 +51,7 @@ def test_redis_out_of_memory(healthy: LocalEnv, record: list[Outcome]) -> None:
     apps = [i["url"] for i in app_instances(env, report(env)).values()]
     key = "instance-down/redis-1"
     fired = f"[cdpipe] FIRING {key}"
-    before, pids = Counter(mails(env)), long_lived_pids(env)
+    new, pids = mails_since_now(env), long_lived_pids(env)
     r.set("flag:hiddenfeature", "on")
     wait_answers(apps, "/hiddenfeature", 200)
     original = str(r.config_get("maxmemory")["maxmemory"])
@@ -69,7 +68,7 @@ def test_redis_out_of_memory(healthy: LocalEnv, record: list[Outcome]) -> None:
         finally:
             r.config_set("maxmemory", original)
         freed = now()
-        wait_until(lambda: Counter(mails(env))[fired] - before[fired] >= 1, 30,
+        wait_until(lambda: new()[fired] >= 1, 30,
                    "the alert mail once Redis takes writes again", interval=0.1)
         env.supervisorctl("redis-1", "start", "agent")
         wait_until(lambda: key not in alerts(env), 30, "the alert resolved")
@@ -79,7 +78,7 @@ def test_redis_out_of_memory(healthy: LocalEnv, record: list[Outcome]) -> None:
         requests_after(load, converged)
     record.append(outcome("Redis out of memory (writes refused)", load, freed, converged))
     assert load.failures() == [], failed(load)
-    assert Counter(mails(env))[fired] - before[fired] == 1
+    assert new()[fired] == 1
     assert long_lived_pids(env) == pids
 
 

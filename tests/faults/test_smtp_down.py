@@ -13,7 +13,7 @@ from tests.faults.conftest import (
     Outcome,
     alerts,
     failed,
-    mails,
+    mails_since_now,
     now,
     outbox,
     outcome,
@@ -30,10 +30,7 @@ def test_smtp_down_for_several_polls(healthy: LocalEnv, record: list[Outcome]) -
     env = healthy
     key = "instance-down/redis-1"
     fired, resolved = f"[cdpipe] FIRING {key}", f"[cdpipe] RESOLVED {key}"
-    before = Counter(mails(env))
-
-    def new() -> Counter[str]:
-        return Counter(mails(env)) - before
+    new = mails_since_now(env)
 
     def queued() -> list[str]:
         return [m["subject"] for m in outbox(env)]
