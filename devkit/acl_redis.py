@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import yaml
 from ansible.plugins.filter.core import FilterModule
 
 from devkit.ports import free_port
+from devkit.redis_server import wait_answering
 
 ROLE = Path(__file__).resolve().parent.parent / "roles" / "redis"
 
@@ -72,15 +72,7 @@ def acl_redis(timeout: float = 5.0) -> Iterator[AclRedis]:
         proc = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL)
         server = AclRedis(port, passwords)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    if server.client("admin").ping():
-                        break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    time.sleep(0.02)
+            wait_answering(lambda: server.client("admin"), proc, timeout)
             yield server
         finally:
             proc.terminate()

@@ -6,12 +6,27 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
 
 from devkit.ports import free_port
+
+
+def wait_answering(client: Callable[[], redis.Redis], proc: subprocess.Popen[bytes],
+                   timeout: float) -> None:
+    """Returns once a client from ``client()`` gets an answer to PING; raises the
+    connection error when ``timeout`` seconds passed or the server exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client().ping():
+                return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -25,15 +40,7 @@ def scratch_redis(password: str = "scratch", timeout: float = 5.0) -> Iterator[s
              "--notify-keyspace-events", "KA"], stdout=subprocess.DEVNULL)
         url = f"redis://default:{password}@127.0.0.1:{port}/0"
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    if redis.Redis.from_url(url, socket_timeout=1).ping():
-                        break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    time.sleep(0.02)
+            wait_answering(lambda: redis.Redis.from_url(url, socket_timeout=1), proc, timeout)
             yield url
         finally:
             proc.terminate()
