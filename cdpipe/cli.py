@@ -83,6 +83,8 @@ def up(
         min=1, help="seconds between the monitor's polls (default 90)")] = None,
     scale_cooldown: Annotated[float | None, typer.Option(
         min=0, help="seconds between two scale actions (default 300)")] = None,
+    scale_max: Annotated[int | None, typer.Option(
+        min=1, help="the most prod instances the monitor scales out to (default 4)")] = None,
     monitor_rules: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, resolve_path=True,
         help="YAML file of alert and scaling rules")] = None,
@@ -99,6 +101,8 @@ def up(
         options["monitor_interval_seconds"] = monitor_interval
     if scale_cooldown is not None:
         options["monitor_scale_cooldown_seconds"] = scale_cooldown
+    if scale_max is not None:
+        options["monitor_scale_max_count"] = scale_max
     if monitor_rules is not None:
         options["monitor_rules_file"] = str(monitor_rules)
     env = _env(provider, environment)
@@ -309,3 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("[bold red]interrupted[/]")
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     aws_ssh_wait_seconds: float = Field(
         default=300, ge=0, description="how long new instances may take to answer SSH; "
                                        "0: do not wait")
+    aws_extra_ssh_key_file: Path | None = Field(
+        default=None, description="a public key every instance created from here also "
+                                  "authorises for the SSH user (cloud-init user data): the "
+                                  "scaler's own key, on the proxy machine")
+    aws_machine_environment: dict[str, str] = Field(
+        default_factory=dict, description="extra environment variables of cdpipe on the "
+                                          "environment's machines (the scaler): the cloud "
+                                          "endpoints of a test cloud; never credentials")
     aws_delete_wait_seconds: float = Field(
         default=180, ge=0, description="how long `down` retries a security group that "
                                        "AWS still reports in use (DependencyViolation)")

@@ -3,6 +3,7 @@ environment variables that point cdpipe's AWS provider at it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,6 +49,17 @@ def aws_environment(rig_dir: Path, info: RigInfo) -> dict[str, str]:
         "CDPIPE_AWS_PRIVATE_KEY_FILE": str(key),
         "CDPIPE_AWS_SUBNET_ID": info.subnet_id,
         "CDPIPE_APP_REPO": info.git_url,
+        # cdpipe on the machines (the scaler on the proxy machine) reaches moto through
+        # the gateway, and takes its credentials from moto's stand-in for the instance
+        # metadata service, as an instance profile's on EC2.
+        "CDPIPE_AWS_MACHINE_ENVIRONMENT": json.dumps({
+            "AWS_ENDPOINT_URL": info.machine_moto_url,
+            "AWS_ENDPOINT_URL_EC2": info.machine_moto_url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": info.machine_moto_url + "/",
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+            "NO_PROXY": f"127.0.0.1,localhost,{SUBNET}",
+            "no_proxy": f"127.0.0.1,localhost,{SUBNET}",
+        }),
     }
 
 

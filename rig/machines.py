@@ -9,12 +9,15 @@ left stopped (a dead machine must stay dead for the tests that kill one).
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rig.podman import LABEL, podman
 
@@ -54,6 +57,29 @@ def public_key(ec2: Any, key_name: str) -> str:
     return str(pairs[0]["PublicKey"]).strip() + "\n"
 
 
+def user_data_keys(ec2: Any, instance_id: str) -> list[str]:
+    """The ``ssh_authorized_keys`` of the instance's user data when it is cloud-config, as
+    cloud-init gives them to the default user (the only part of cloud-init the rig acts
+    on); none for other user data."""
+    attribute = ec2.describe_instance_attribute(InstanceId=instance_id,
+                                                Attribute="userData")
+    encoded = attribute.get("UserData", {}).get("Value")
+    if not encoded:
+        return []
+    try:
+        text = base64.b64decode(encoded).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not text.startswith("#cloud-config"):
+        return []
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    keys = config.get("ssh_authorized_keys", []) if isinstance(config, dict) else []
+    return [str(k).strip() for k in keys if isinstance(k, str) and k.strip()]
+
+
 def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) -> str:
     instance_id = raw["InstanceId"]
     address = raw["PrivateIpAddress"]
@@ -68,12 +94,13 @@ def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) ->
         if authorities:
             podman("cp", "-", f"{name}:/usr/local/share/ca-certificates/",
                    stdin=_tar({path.name: path.read_bytes() for path in authorities}, 0o644))
-        if raw.get("KeyName"):
-            key = public_key(ec2, raw["KeyName"])
+        keys = [public_key(ec2, raw["KeyName"])] if raw.get("KeyName") else []
+        keys += [key + "\n" for key in user_data_keys(ec2, instance_id)]
+        if keys:
             podman("cp", "-", f"{name}:/home/{DEFAULT_USER}/.ssh/",
-                   stdin=_tar({"authorized_keys": key.encode()}, 0o600))
+                   stdin=_tar({"authorized_keys": "".join(keys).encode()}, 0o600))
         podman("start", name)
-        if raw.get("KeyName"):
+        if keys:
             podman("exec", name, "chown", "-R", f"{DEFAULT_USER}:{DEFAULT_USER}",
                    f"/home/{DEFAULT_USER}/.ssh")
     except Exception:

@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 
 from rig import machines
+from rig.forward import Forwarder
 from rig.image import ensure_image
 from rig.podman import LABEL, podman, succeeds, unavailable
 
@@ -43,6 +44,9 @@ class RigInfo:
     network: str
     gateway: str
     git_url: str
+    # moto as the machines reach it: through the bridge's gateway (EC2 API and, standing
+    # in for the instance metadata service, the credentials of an instance profile).
+    machine_moto_url: str
     image: str
     subnet_id: str
     deadline: float
@@ -112,6 +116,18 @@ def _git_daemon(base: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _forward(port: int, say: Any) -> Forwarder | None:
+    """moto's port on the gateway address, once the bridge has it (None until then)."""
+    forward = Forwarder((GATEWAY, port), ("127.0.0.1", port))
+    try:
+        forward.start()
+    except OSError as exc:
+        say(f"rig: cannot forward {GATEWAY}:{port} to moto yet ({exc})")
+        return None
+    say(f"rig: moto answers the machines on {GATEWAY}:{port}")
+    return forward
+
+
 def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
     reason = unavailable()
     if reason:
@@ -149,6 +165,7 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
            "--label", f"{LABEL}={rig_id}", NETWORK)
     git: subprocess.Popen[bytes] | None = None
     moto: subprocess.Popen[bytes] | None = None
+    forward: Forwarder | None = None
     try:
         port = _free_port()
         moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
@@ -167,7 +184,8 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
         deadline = time.time() + hours * 3600
         subnet_id = _default_subnet(ec2)
         info = RigInfo(pid=os.getpid(), rig_id=rig_id, moto_url=moto_url, network=NETWORK,
-                       gateway=GATEWAY, git_url=f"git://{GATEWAY}/cdpipe.git", image=image,
+                       gateway=GATEWAY, git_url=f"git://{GATEWAY}/cdpipe.git",
+                       machine_moto_url=f"http://{GATEWAY}:{port}", image=image,
                        subnet_id=subnet_id, deadline=deadline)
         tmp = info_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
@@ -187,10 +205,14 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
             # The bridge, and so the gateway address, exists once a machine does.
             if (git is None or git.poll() is not None) and machines.containers(names):
                 git = _git_daemon(git_base)
+            if (forward is None or not forward.running()) and machines.containers(names):
+                forward = _forward(port, say)
             time.sleep(1)
         say(f"rig {rig_id}: stopping ({stop['why']})")
     finally:
         info_file.unlink(missing_ok=True)
+        if forward is not None:
+            forward.stop()
         for proc in (git, moto):
             if proc is not None and proc.poll() is None:
                 proc.terminate()

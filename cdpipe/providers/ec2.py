@@ -27,8 +27,10 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import yaml
 from botocore.config import Config
 
+from cdpipe import scaler
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import ROLES, SSH_PORT, Instance, Role, machine_ports
@@ -41,6 +43,7 @@ ROLE_GROUP = {"proxy": "proxy", "redis": "redis", "prod": "app", "canary": "app"
 CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InstanceLimitExceeded",
                    "VcpuLimitExceeded", "InsufficientFreeAddressesInSubnet"}
 INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
+SCALER_DIR, SCALER_USER = f"{INSTANCE_DIR}/scaler", "cdpipe-scaler"  # roles/scaler
 ALIVE = ["pending", "running", "stopping", "stopped"]
 COMMIT_TAG = "Commit"  # the commit an app instance runs; inventory/aws_ec2.yml reads it
 # Deleting a security group right after its instances terminated: AWS answers
@@ -431,7 +434,26 @@ class Ec2Provider(Provider):
         }
         if self.settings.aws_subnet_id:
             args["SubnetId"] = self.settings.aws_subnet_id
+        user_data = self.user_data()
+        if user_data:
+            args["UserData"] = user_data
         return str(self.ec2.run_instances(**args)["Instances"][0]["InstanceId"])
+
+    def user_data(self) -> str:
+        """cloud-config authorising CDPIPE_AWS_EXTRA_SSH_KEY_FILE (the scaler's key, for
+        the machines it creates) besides the key pair's; empty without one."""
+        path = self.settings.aws_extra_ssh_key_file
+        if path is None:
+            return ""
+        try:
+            key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CdpipeError(f"CDPIPE_AWS_EXTRA_SSH_KEY_FILE {path}: cannot read it "
+                              f"({exc.strerror or exc})") from None
+        if not key.startswith(("ssh-", "ecdsa-")) or "\n" in key:
+            raise CdpipeError(f"CDPIPE_AWS_EXTRA_SSH_KEY_FILE {path}: not one OpenSSH "
+                              "public key")
+        return "#cloud-config\n" + yaml.safe_dump({"ssh_authorized_keys": [key]})
 
     def _terminate_ids(self, ids: list[str]) -> None:
         if ids:
@@ -534,6 +556,10 @@ class Ec2Provider(Provider):
             "proxy_dir": f"{INSTANCE_DIR}/haproxy",
             "proxy_controller_config": f"{INSTANCE_DIR}/haproxy/controller.json",
             "proxy_deployer_config": f"{INSTANCE_DIR}/haproxy/deployer.json",
+            # The monitor scales through the scaler on its own machine (roles/scaler).
+            "scaler_environment": scaler.machine_settings(
+                self.settings, self.environment or "", str(self.region or "")),
+            "monitor_scale_command": scaler.scale_command(SCALER_DIR, SCALER_USER),
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
