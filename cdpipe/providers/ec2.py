@@ -10,7 +10,9 @@ port only from the proxy's group, which also runs the monitor), redis (its port 
 from the groups that use it). An instance's ``host`` is its public or private IP
 (CDPIPE_AWS_ADDRESS: what the control machine can reach); ``private_address`` is what
 the other machines use. boto3's standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2``
-are honoured (tests use moto).
+are honoured (tests use moto). The proxy machine, whose monitor scales prod, gets
+its credentials from the instance profile ``<project>-<environment>-scaler``, whose
+policy (:mod:`cdpipe.providers.iam_policy`) allows only the scale path.
 """
 
 from __future__ import annotations
@@ -398,6 +400,8 @@ class Ec2Provider(Provider):
                     RoleName=name, AssumeRolePolicyDocument=json.dumps(iam_policy.EC2_TRUST),
                     Description=f"cdpipe {self._env_id()}: the monitor's scaling",
                     Tags=self._iam_tags())
+                self.show(f"created IAM role and instance profile {name} (the proxy's "
+                          "credentials for scaling; `cdpipe iam-policy` prints its policy)")
             self.iam.put_role_policy(RoleName=name, PolicyName=name,
                                      PolicyDocument=json.dumps(self.scaler_policy()))
             try:
@@ -437,6 +441,11 @@ class Ec2Provider(Provider):
                 return call()
             except botocore.exceptions.ClientError as exc:
                 message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+                if _error_code(exc) in DENIED:
+                    raise CdpipeError(
+                        f"AWS refused {exc.operation_name} with instance profile {profile} "
+                        f"({_error_code(exc)}): the user running cdpipe needs "
+                        f"ec2:{exc.operation_name} and iam:PassRole on role {profile}") from None
                 if (_error_code(exc) != "InvalidParameterValue"
                         or "instanceprofile" not in message.replace(" ", "")):
                     raise

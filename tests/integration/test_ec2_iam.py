@@ -297,3 +297,22 @@ def test_a_profile_ec2_does_not_see_yet_is_retried_then_given_up_in_one_line(
     with pytest.raises(CdpipeError, match=r"still calls instance profile .* invalid after "):
         provider.ensure(state, {"proxy": 1})  # type: ignore[dict-item]
     assert tagged(ec2(), state.environment) == []
+
+
+def test_launching_the_proxy_without_pass_role_is_one_line(
+        moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = Ec2Provider(Settings())
+
+    def refused(**kwargs: Any) -> Any:
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized "
+                       "to perform this operation. Encoded authorization failure message: "
+                       + "x" * 500}}, "RunInstances")
+    monkeypatch.setattr(provider.ec2, "run_instances", refused)
+    with pytest.raises(CdpipeError) as failure:
+        provider.ensure(State(), {"proxy": 1})  # type: ignore[dict-item]
+    message = str(failure.value)
+    assert message == (f"AWS refused RunInstances with instance profile "
+                       f"{provider.scaler_name()} (UnauthorizedOperation): the user running "
+                       f"cdpipe needs ec2:RunInstances and iam:PassRole on role "
+                       f"{provider.scaler_name()}")
