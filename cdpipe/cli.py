@@ -277,6 +277,23 @@ def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, hidden=True)
     console.print(line, markup=False)
 
 
+@app.command("iam-policy")
+def iam_policy_cmd(environment: EnvOpt = None) -> None:
+    """Print the IAM policy of the environment's scaler (the proxy machine's instance
+    profile) as JSON."""
+    from cdpipe.providers.ec2 import Ec2Provider
+    from cdpipe.providers.iam_policy import dumps
+
+    if environment is not None:
+        config.check_environment_id(environment, "--env")
+    settings = config.load()
+    provider = Ec2Provider(settings)
+    provider.attach(load_state(settings.state_file), environment)
+    if not provider.region:
+        raise CdpipeError("no AWS region: set AWS_REGION or CDPIPE_AWS_REGION")
+    print(dumps(provider.scaler_policy()))
+
+
 @app.command()
 def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Stop and remove every instance cdpipe created, leaving nothing running."""

@@ -10,13 +10,16 @@ port only from the proxy's group, which also runs the monitor), redis (its port 
 from the groups that use it). An instance's ``host`` is its public or private IP
 (CDPIPE_AWS_ADDRESS: what the control machine can reach); ``private_address`` is what
 the other machines use. boto3's standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2``
-are honoured (tests use moto).
+are honoured (tests use moto). The proxy machine, whose monitor scales prod, gets
+its credentials from the instance profile ``<project>-<environment>-scaler``, whose
+policy (:mod:`cdpipe.providers.iam_policy`) allows only the scale path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -34,6 +37,7 @@ from cdpipe import scaler
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import ROLES, SSH_PORT, Instance, Role, machine_ports
+from cdpipe.providers import iam_policy
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
 
@@ -52,6 +56,10 @@ FIRST_RETRY_DELAY = 2.0
 MAX_RETRY_DELAY = 15.0
 SSH_PROBE_SECONDS = 3.0  # one connection attempt while waiting for SSH
 SSH_NOTE_EVERY = 30.0    # a progress line this often while waiting
+# RunInstances may call a just-made instance profile invalid while IAM's change reaches
+# EC2 (eventual consistency): retried with backoff for this long.
+PROFILE_WAIT_SECONDS = 120.0
+DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 
 
 def new_environment_id() -> str:
@@ -98,11 +106,29 @@ def _aws_error(exc: Exception, doing: str) -> CdpipeError:
                                "type (CDPIPE_AWS_INSTANCE_TYPE) or subnet, or raise the limit")
         if code in ("AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId"):
             return CdpipeError(f"AWS rejected the credentials ({code}); check them")
+        if code in DENIED:
+            return CdpipeError(f"AWS refused {doing}: these credentials may not call "
+                               f"{exc.operation_name} ({code}); grant it to the user or role "
+                               "running cdpipe")
         return CdpipeError(f"AWS error while {doing}: {code}: {msg}")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return CdpipeError(f"cannot reach the EC2 endpoint ({exc}); check the region and "
                            "AWS_ENDPOINT_URL")
     return CdpipeError(f"AWS error while {doing}: {exc}")
+
+
+def _iam_error(exc: Exception, doing: str) -> CdpipeError:
+    """An IAM refusal names the permission the user running cdpipe lacks."""
+    if isinstance(exc, botocore.exceptions.ClientError) and _error_code(exc) in DENIED:
+        return CdpipeError(
+            f"AWS refused {doing}: the user running cdpipe lacks iam:{exc.operation_name} "
+            f"({_error_code(exc)}); grant it (with iam:PassRole on the role), see README "
+            "\"The scaler's IAM policy\"")
+    return _aws_error(exc, doing)
+
+
+def _tag(raw: dict[str, Any], key: str) -> str | None:
+    return next((t["Value"] for t in raw.get("Tags", []) if t["Key"] == key), None)
 
 
 class Ec2Provider(Provider):
@@ -111,6 +137,7 @@ class Ec2Provider(Provider):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._ec2: Any = None
+        self._iam: Any = None
         session = boto3.session.Session()
         self.region = (settings.aws_region or os.environ.get("AWS_REGION")
                        or session.region_name)
@@ -152,6 +179,13 @@ class Ec2Provider(Provider):
                 "ec2", region_name=self.region,
                 config=Config(retries={"max_attempts": 5, "mode": "standard"}))
         return self._ec2
+
+    @property
+    def iam(self) -> Any:
+        if self._iam is None:
+            self._iam = self.session.client(
+                "iam", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+        return self._iam
 
     def _env_id(self) -> str:
         if not self.environment:  # a guard: never select by tags without the id
@@ -321,6 +355,152 @@ class Ec2Provider(Provider):
         if missing:
             self.ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=missing)
 
+    def find_groups(self) -> dict[str, str]:
+        """The environment's groups, looked up only (one call): the scale path neither
+        creates nor changes groups, and its policy does not allow it to."""
+        found = self.ec2.describe_security_groups(Filters=self._filters())["SecurityGroups"]
+        ids = {tag["Value"]: g["GroupId"] for g in found for tag in g.get("Tags", [])
+               if tag["Key"] == "Group"}
+        missing = [g for g in GROUPS if g not in ids]
+        if missing:
+            raise CdpipeError(f"security group(s) {', '.join(missing)} of {self._env_id()} "
+                              "not found; run `cdpipe provision --provider aws`")
+        return ids
+
+    # -- the scaler's instance profile (what the monitor on the proxy machine uses) ----
+    def scaler_name(self) -> str:
+        return iam_policy.scaler_name(self.settings.aws_project, self._env_id())
+
+    def scaler_policy(self) -> dict[str, Any]:
+        partition = self.session.get_partition_for_region(str(self.region))
+        return iam_policy.scaler_policy(
+            self.settings.aws_project, self._env_id(), str(self.region),
+            self.key_pair_name(), self.settings.aws_ami_ssm_parameter, partition)
+
+    def _iam_tags(self) -> list[dict[str, str]]:
+        return [{"Key": k, "Value": v} for k, v in self.tags().items()]
+
+    def _is_mine(self, tags: list[dict[str, str]]) -> bool:
+        have = {t["Key"]: t["Value"] for t in tags}
+        return all(have.get(k) == self.tags()[k] for k in ("Project", "Environment"))
+
+    def ensure_scaler_profile(self) -> str:
+        """Role ``<project>-<env>-scaler`` (trusted by EC2) with the scaler's policy inline,
+        and an instance profile of the same name holding it; idempotent, tagged. The
+        policy is written again each time, so a changed policy reaches the machines."""
+        name = self.scaler_name()
+        doing = f"creating the scaler's role and instance profile {name}"
+        try:
+            try:
+                role = self.iam.get_role(RoleName=name)["Role"]
+                if not self._is_mine(role.get("Tags", [])):
+                    raise CdpipeError(f"IAM role {name} exists but does not carry the tags of "
+                                      f"{self._env_id()}; remove or rename it")
+            except botocore.exceptions.ClientError as exc:
+                if _error_code(exc) != "NoSuchEntity":
+                    raise
+                self.iam.create_role(
+                    RoleName=name, AssumeRolePolicyDocument=json.dumps(iam_policy.EC2_TRUST),
+                    Description=f"cdpipe {self._env_id()}: the monitor's scaling",
+                    Tags=self._iam_tags())
+                self.show(f"created IAM role and instance profile {name} (the proxy's "
+                          "credentials for scaling; `cdpipe iam-policy` prints its policy)")
+            self.iam.put_role_policy(RoleName=name, PolicyName=name,
+                                     PolicyDocument=json.dumps(self.scaler_policy()))
+            try:
+                profile = self.iam.get_instance_profile(
+                    InstanceProfileName=name)["InstanceProfile"]
+            except botocore.exceptions.ClientError as exc:
+                if _error_code(exc) != "NoSuchEntity":
+                    raise
+                profile = self.iam.create_instance_profile(
+                    InstanceProfileName=name, Tags=self._iam_tags())["InstanceProfile"]
+            if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
+                self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+            self.iam.get_waiter("instance_profile_exists").wait(
+                InstanceProfileName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        except CdpipeError:
+            raise
+        except Exception as exc:
+            raise _iam_error(exc, doing) from None
+        return name
+
+    def _attach_profile(self, raw_proxies: list[dict[str, Any]], profile: str) -> None:
+        """A proxy made before the scaler existed (or without it) gets the profile."""
+        for raw in raw_proxies:
+            if raw.get("IamInstanceProfile"):
+                continue
+            iid = raw["InstanceId"]
+            self.show(f"{iid} (proxy): associating instance profile {profile}")
+            self._retry_profile(lambda iid=iid: self.ec2.associate_iam_instance_profile(
+                IamInstanceProfile={"Name": profile}, InstanceId=iid), profile)
+
+    def _retry_profile(self, call: Any, profile: str) -> Any:
+        """``call()``, retried with backoff while EC2 does not see the new profile yet."""
+        deadline = time.monotonic() + PROFILE_WAIT_SECONDS
+        delay = FIRST_RETRY_DELAY
+        while True:
+            try:
+                return call()
+            except botocore.exceptions.ClientError as exc:
+                message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+                if _error_code(exc) in DENIED:
+                    raise CdpipeError(
+                        f"AWS refused {exc.operation_name} with instance profile {profile} "
+                        f"({_error_code(exc)}): the user running cdpipe needs "
+                        f"ec2:{exc.operation_name} and iam:PassRole on role {profile}") from None
+                if (_error_code(exc) != "InvalidParameterValue"
+                        or "instanceprofile" not in message.replace(" ", "")):
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CdpipeError(
+                        f"EC2 still calls instance profile {profile} invalid after "
+                        f"{PROFILE_WAIT_SECONDS:.0f} s; run `cdpipe provision` again") from None
+                wait = min(delay, remaining)
+                self.show(f"instance profile {profile} is not visible to EC2 yet (IAM is "
+                          f"eventually consistent); retrying in {wait:.0f} s")
+                time.sleep(wait)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def remove_scaler_profile(self) -> list[str]:
+        """Deletes this environment's profile, role policy and role (found by name, and
+        only when the role carries the environment's tags); gone ones are skipped."""
+        name = self.scaler_name()
+        removed: list[str] = []
+
+        def gone(call: Any, **kwargs: Any) -> bool:
+            try:
+                call(**kwargs)
+                return True
+            except botocore.exceptions.ClientError as exc:
+                if _error_code(exc) == "NoSuchEntity":
+                    return False
+                raise
+        try:
+            try:
+                role = self.iam.get_role(RoleName=name)["Role"]
+            except botocore.exceptions.ClientError as exc:
+                if _error_code(exc) != "NoSuchEntity":
+                    raise
+                role = None
+            if role is not None and not self._is_mine(role.get("Tags", [])):
+                self.show(f"IAM role {name} does not carry the tags of {self._env_id()}; "
+                          "left as it is")
+                return removed
+            gone(self.iam.remove_role_from_instance_profile, InstanceProfileName=name,
+                 RoleName=name)
+            if gone(self.iam.delete_instance_profile, InstanceProfileName=name):
+                removed.append(f"instance profile {name}")
+            if role is not None:
+                gone(self.iam.delete_role_policy, RoleName=name, PolicyName=name)
+                if gone(self.iam.delete_role, RoleName=name):
+                    removed.append(f"role {name}")
+        except Exception as exc:
+            raise _iam_error(exc, f"removing the scaler's role and instance profile {name}"
+                             ) from None
+        return removed
+
     # -- instances --------------------------------------------------------------------
     def describe(self, role: str | None = None) -> list[dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate(
@@ -357,15 +537,23 @@ class Ec2Provider(Provider):
         created_ids: list[str] = []
         try:
             key = self.ensure_key_pair()
-            groups = self.ensure_groups()
-            existing = {role: self.describe(role) for role in ROLES}
+            # The scale path (the monitor, with the scaler's policy) only looks groups up
+            # and needs no IAM; provision also makes the proxy's instance profile.
+            groups = self.find_groups() if autoscaled else self.ensure_groups()
+            profile = None if autoscaled else self.ensure_scaler_profile()
+            alive = self.describe()  # one call, grouped by the Role tag
+            existing = {role: [r for r in alive if _tag(r, "Role") == role] for role in ROLES}
+            if profile:
+                self._attach_profile(existing["proxy"], profile)
             missing = {role: wanted.get(role, 0) - len(existing[role]) for role in ROLES}
             if any(n > 0 for n in missing.values()):
                 ami = self.find_ami()
                 for role, count in missing.items():
-                    for _ in range(count):
-                        created_ids.append(self._run(role, ami, key, groups[ROLE_GROUP[role]],
-                                                     autoscaled))
+                    for n in range(count):
+                        created_ids.append(self._run(
+                            role, ami, key, groups[ROLE_GROUP[role]], autoscaled,
+                            number=len(existing[role]) + n + 1,
+                            profile=profile if role == "proxy" else None))
                 if created_ids:
                     self.ec2.get_waiter("instance_running").wait(
                         InstanceIds=created_ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
@@ -420,16 +608,19 @@ class Ec2Provider(Provider):
                 note_at += SSH_NOTE_EVERY
             time.sleep(min(1.0, deadline - now))
 
-    def _run(self, role: str, ami: str, key: str, group_id: str, autoscaled: bool) -> str:
-        number = len(self.describe(role)) + 1
+    def _run(self, role: str, ami: str, key: str, group_id: str, autoscaled: bool,
+             number: int, profile: str | None = None) -> str:
         tags = self.tags(role) | {"Name": f"{self._prefix()}-{role}-{number}"}
         if autoscaled:
             tags["Autoscaled"] = "true"
         args: dict[str, Any] = {
             "ImageId": ami, "InstanceType": self.settings.aws_instance_type, "MinCount": 1,
             "MaxCount": 1, "KeyName": key, "SecurityGroupIds": [group_id],
+            # Volume and network interface tagged too: the scaler's policy launches only
+            # what the request tags as this environment's (aws:RequestTag).
             "TagSpecifications": self._tag_spec("instance", tags) + self._tag_spec(
-                "volume", self.tags(role)),
+                "volume", self.tags(role)) + self._tag_spec("network-interface",
+                                                            self.tags(role)),
             "MetadataOptions": {"HttpTokens": "required"},
         }
         if self.settings.aws_subnet_id:
@@ -437,7 +628,12 @@ class Ec2Provider(Provider):
         user_data = self.user_data()
         if user_data:
             args["UserData"] = user_data
-        return str(self.ec2.run_instances(**args)["Instances"][0]["InstanceId"])
+        if profile:
+            args["IamInstanceProfile"] = {"Name": profile}
+            launched = self._retry_profile(lambda: self.ec2.run_instances(**args), profile)
+        else:
+            launched = self.ec2.run_instances(**args)
+        return str(launched["Instances"][0]["InstanceId"])
 
     def user_data(self) -> str:
         """cloud-config authorising CDPIPE_AWS_EXTRA_SSH_KEY_FILE (the scaler's key, for
@@ -508,6 +704,8 @@ class Ec2Provider(Provider):
             raise
         except Exception as exc:
             raise _aws_error(exc, "removing the environment") from None
+        for what in self.remove_scaler_profile():  # once no instance holds it
+            self.show(f"deleted {what}")
         return ids
 
     def _delete_group(self, group_id: str, name: str) -> None:
