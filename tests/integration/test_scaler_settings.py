@@ -48,10 +48,16 @@ def test_created_instances_authorise_the_extra_key_through_user_data(
     key = tmp_path / "scaler"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
                    check=True)
-    monkeypatch.setenv("CDPIPE_AWS_EXTRA_SSH_KEY_FILE", f"{key}.pub")
     provider = Ec2Provider(Settings())
     provider.show = lambda line: None
-    created = provider.ensure(State(provider="aws"), {"prod": 1}, autoscaled=True)
+    state = State(provider="aws")
+    first = provider.ensure(state, {"proxy": 1, "prod": 1})
+    assert all(user_data_keys(ec2(), i.id) == [] for i in first)  # from the laptop: none
+    monkeypatch.setenv("CDPIPE_AWS_EXTRA_SSH_KEY_FILE", f"{key}.pub")
+    provider = Ec2Provider(Settings())  # as the scaler runs it
+    provider.show = lambda line: None
+    provider.attach(state)
+    created = provider.ensure(state, {"prod": 2}, autoscaled=True)
     assert [i.role for i in created] == ["prod"]
     assert user_data_keys(ec2(), created[0].id) == [
         Path(f"{key}.pub").read_text().strip()]
@@ -65,7 +71,7 @@ def test_a_bad_extra_key_file_is_one_line_before_anything_is_created(
     provider = Ec2Provider(Settings())
     provider.show = lambda line: None
     with pytest.raises(CdpipeError, match="not one OpenSSH public key"):
-        provider.ensure(State(provider="aws"), {"prod": 1}, autoscaled=True)
+        provider.ensure(State(provider="aws"), {"prod": 1})
     running = [i for r in ec2().describe_instances()["Reservations"] for i in r["Instances"]
                if i["State"]["Name"] in ("pending", "running")]
     assert running == []
