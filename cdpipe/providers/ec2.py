@@ -71,13 +71,13 @@ def option_value(text: str) -> str | float | int:
     return text
 
 
-def majority_commit(runs: Sequence[tuple[str, str]]) -> str:
+def majority_commit(commits: Sequence[str]) -> str:
     """The commit of a role whose instances disagree (a deploy or scale-out cut short):
-    the one most of them run (``runs``: (commit, launch time as ISO text) per instance), a tie going
-    to the commit of the most recently launched instance."""
-    count = Counter(commit for commit, _ in runs)
-    newest = {commit: max(t for c, t in runs if c == commit) for commit in count}
-    return max(count, key=lambda commit: (count[commit], newest[commit]))
+    the one most of them run, a tie going to the commit of the most recently launched
+    instance (``commits``: one per instance, oldest launch first)."""
+    count = Counter(commits)
+    last = {commit: index for index, commit in enumerate(commits)}
+    return max(count, key=lambda commit: (count[commit], last[commit]))
 
 
 def _tags(raw: dict[str, Any]) -> dict[str, str]:
@@ -187,12 +187,11 @@ class Ec2Provider(Provider):
             raise _aws_error(exc, "reading the environment's instances") from None
         live = self._live(raw)
         state.instances = [instance for instance, _ in live]
-        runs: dict[str, list[tuple[str, str]]] = {}
+        runs: dict[str, list[str]] = {}  # role -> its instances' commits, launch order
         for instance, desc in live:
             tags = _tags(desc)
             if instance.role in APP_ROLES and tags.get(COMMIT_TAG):
-                runs.setdefault(instance.role, []).append(
-                    (tags[COMMIT_TAG], str(desc.get("LaunchTime", ""))))
+                runs.setdefault(instance.role, []).append(tags[COMMIT_TAG])
             if instance.role == "proxy":
                 state.options.update({k.removeprefix(OPTION_TAG_PREFIX): option_value(v)
                                       for k, v in tags.items()
@@ -206,7 +205,7 @@ class Ec2Provider(Provider):
     def _live(self, raw: list[dict[str, Any]]) -> list[tuple[Instance, dict[str, Any]]]:
         """The pending and running instances among ``raw`` with a role, oldest launch
         first (a pending one not yet given its address is left for the next look)."""
-        found = []
+        found = []  # sorted() is stable: one second's launches keep AWS's order
         for desc in sorted(raw, key=lambda d: str(d.get("LaunchTime", ""))):
             state = desc["State"]["Name"]
             if state not in ("pending", "running") or _tags(desc).get("Role") not in ROLES:
