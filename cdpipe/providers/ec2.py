@@ -4,13 +4,16 @@ Everything it creates carries the tags ``Project``, ``Environment`` and ``Role``
 ``ManagedBy=cdpipe``); it finds, and ever terminates or deletes, only what carries this
 environment's tags. The environment's id (``env-<8 hex>`` unless given) is made at the
 first provision and kept with the region in the state file, so two checkouts in one
-account never touch each other's machines, groups or key pair. Least-privilege security
-groups: proxy (HTTP from anywhere, SSH and the stats page from the admin CIDR), app (its
-port only from the proxy's group, which also runs the monitor), redis (its port only
-from the groups that use it). An instance's ``host`` is its public or private IP
-(CDPIPE_AWS_ADDRESS: what the control machine can reach); ``private_address`` is what
-the other machines use. boto3's standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2``
-are honoured (tests use moto).
+account never touch each other's machines, groups or key pair. The tags are the record,
+the state file a cache: ``refresh`` rebuilds the instances, the commit each app role
+runs (``Commit``) and `cdpipe up`'s options (``cdpipe:option:<name>`` on the proxy) from
+one DescribeInstances, so any workspace that knows the id sees the same environment.
+Least-privilege security groups: proxy (HTTP from anywhere, SSH and the stats page
+from the admin CIDR), app (its port only from the proxy's group, which also runs the
+monitor), redis (its port only from the groups that use it). An instance's ``host`` is
+its public or private IP (CDPIPE_AWS_ADDRESS: what the control machine can reach);
+``private_address`` is what the other machines use. boto3's standard
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2`` are honoured (tests use moto).
 """
 
 from __future__ import annotations
