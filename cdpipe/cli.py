@@ -16,7 +16,6 @@ from rich.table import Table
 from cdpipe import canary, config, gitref, redis_users, runtime_control, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
-from cdpipe.state import load as load_state
 from cdpipe_host.keys import CANARY_ALERT, flag_key
 from cdpipe_host.names import one_line
 from monitoring.config import ConfigError, check_rules
@@ -194,8 +193,9 @@ app.add_typer(canary_app, name="canary")
 
 
 def _redis() -> runtime_control.redis.Redis:
-    settings = config.load()
-    return runtime_control.client(settings, load_state(settings.state_file))
+    """The operator's client of the environment's Redis (aws: found from the tags)."""
+    env = _env(None, show=_note)
+    return runtime_control.client(env.settings, env.state)
 
 
 @flag_app.command("set")
