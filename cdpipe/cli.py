@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -59,10 +60,16 @@ def _redis_cli_hint(settings: config.Settings, port: int) -> str:
             f"-p {port}")
 
 
-def _env(provider: ProviderChoice | None, environment: str | None = None) -> Environment:
+def _note(line: str) -> None:
+    """A line for the user on stderr, where it never mixes with printed JSON."""
+    err_console.print(line, markup=False, soft_wrap=True)
+
+
+def _env(provider: ProviderChoice | None, environment: str | None = None,
+         show: Callable[[str], None] = _show) -> Environment:
     if environment is not None:
         config.check_environment_id(environment, "--env")
-    return Environment(config.load(), provider.value if provider else None, show=_show,
+    return Environment(config.load(), provider.value if provider else None, show=show,
                        environment=environment)
 
 
@@ -135,10 +142,11 @@ def deploy(
     ref: Annotated[str, typer.Option(help="commit, branch or tag to deploy")],
     target: Annotated[str | None, typer.Option(help="prod or canary (default: both)")] = None,
     provider: ProviderOpt = None,
+    environment: EnvOpt = None,
 ) -> None:
     """Deploy a commit (what the Jenkins post-build step calls)."""
     gitref.check(ref)
-    _env(provider).deploy(ref, target)
+    _env(provider, environment).deploy(ref, target)
 
 
 @app.command("status")
@@ -146,10 +154,13 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     show_secrets: Annotated[bool, typer.Option(
         "--show-secrets", help="print the Redis URL with its password")] = False,
+    provider: ProviderOpt = None,
+    environment: EnvOpt = None,
 ) -> None:
-    """Instances, addresses, versions, health, weights, flags and alerts."""
-    settings = config.load()
-    state = load_state(settings.state_file)
+    """Instances, addresses, versions, health, weights, flags and alerts (aws: as the
+    instances' tags say, read again each time)."""
+    env = _env(provider, environment, show=_note)
+    settings, state = env.settings, env.state
     report = status.collect(settings, state, show_secrets=show_secrets)
     # The AWS environment's id and region (what inventory/aws_ec2.yml needs); None locally.
     report["environment"] = state.environment or None
@@ -187,8 +198,9 @@ app.add_typer(canary_app, name="canary")
 
 
 def _redis() -> runtime_control.redis.Redis:
-    settings = config.load()
-    return runtime_control.client(settings, load_state(settings.state_file))
+    """The operator's client of the environment's Redis (aws: found from the tags)."""
+    env = _env(None, show=_note)
+    return runtime_control.client(env.settings, env.state)
 
 
 @flag_app.command("set")

@@ -1,10 +1,16 @@
-"""The operations behind the CLI: provision, up, deploy and down of one environment."""
+"""The operations behind the CLI: provision, up, deploy and down of one environment.
+
+Where the provider keeps the facts outside this machine (aws: the instances' tags), they
+are read again whenever an Environment is made and when its lock is taken: the state
+file is then a cache, and a fresh workspace (no state file) that knows the
+environment's id acts on the running environment instead of making a second one.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,16 +59,47 @@ class Environment:
         self.requested_environment = environment
         self.provider.attach(self.state, environment)
         self.show = show
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The state as the provider records it (aws: one DescribeInstances), saved as
+        this workspace's cache when it changed; one line when there was no state file."""
+        had_file = self.settings.state_file.exists()
+        before = self.state.model_dump()
+        if self.provider.refresh(self.state):
+            if not had_file and self.state.instances:
+                self.show(f"no state here: rebuilt environment {self.state.environment} "
+                          f"({self.state.region}) from AWS tags: "
+                          f"{len(self.state.instances)} instances")
+            if self.state.model_dump() != before:
+                self.save()
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.settings.state_file.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One state-changing command at a time (a monitor's scale-out waits for a
-        deploy); the state is read again once the lock is held."""
+        deploy); once the lock is held the state is read again, file and provider,
+        unless the lock was free and the file is as this object last saw it (the
+        refresh of ``__init__`` is then current: one DescribeInstances per command)."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with (self.settings.home / ".lock").open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            self.state = state_mod.load(self.settings.state_file)
-            self.provider.attach(self.state, self.requested_environment)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                waited = False
+            except BlockingIOError:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                waited = True
+            if waited or self._stamp() != self._seen:
+                self.state = state_mod.load(self.settings.state_file)
+                self.provider.attach(self.state, self.requested_environment)
+                self.refresh()
             yield
 
     def resolve(self, ref: str) -> str:
@@ -76,9 +113,15 @@ class Environment:
         inventory.write(self.settings.inventory_file, self.settings, self.state,
                         self.provider)
 
-    def provision(self) -> None:
+    def provision(self, needed: Iterable[str] = ()) -> None:
+        """Creates what is missing. Secrets are generated only for a new environment
+        (no instance yet); one that exists gets ``needed`` (what the caller's playbook
+        reads) from files or CDPIPE_<NAME>, never new ones."""
         self.provider.preflight()
-        secrets.ensure(self.settings.secrets_dir)
+        if self.state.instances:
+            secrets.require(self.settings.secrets_dir, needed)
+        else:
+            secrets.ensure(self.settings.secrets_dir)
         recorded = self.state.environment
         try:
             created = self.provider.ensure(self.state, DEFAULT_LAYOUT)
@@ -100,10 +143,12 @@ class Environment:
            ) -> PlaybookResult:
         self.provider.preflight()
         sha = self.resolve(ref)
+        self.provider.check_options(options or {})
         with self.locked():
             self.state.options.update(options or {})
             self.show(f"provisioning {self.provider.name} instances")
-            self.provision()
+            self.provision(secrets.ALL)  # site.yml configures every role
+            self.provider.record_options(self.state)
             self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
             extra: dict[str, str | bool] = {"app_ref": sha}
             if not self.state.deployed:
@@ -126,6 +171,7 @@ class Environment:
                               "--target canary")
         if not self.state.instances:
             raise CdpipeError("no environment is up here; run `cdpipe up` first")
+        secrets.require(self.settings.secrets_dir, secrets.DEPLOY)
         sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
         self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
@@ -160,6 +206,7 @@ class Environment:
                 raise CdpipeError("no environment is up here; run `cdpipe up` first")
             if len(prod) >= max_count:
                 return None
+            secrets.require(self.settings.secrets_dir, secrets.DEPLOY)  # scale.yml's
             created = self.provider.ensure(self.state, {"prod": len(prod) + 1},
                                            autoscaled=True)
             self.save()
@@ -186,6 +233,7 @@ class Environment:
             autoscaled = [i for i in self.state.of_role("prod") if i.autoscaled]
             if not autoscaled:
                 return None
+            secrets.require(self.settings.secrets_dir, secrets.SCALE_IN)
             victim = autoscaled[-1]
             self._unregister(victim.id)
             self.show(f"draining {victim.id}")

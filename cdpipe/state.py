@@ -1,6 +1,9 @@
 """The environment's state file (``.cdpipe/state.json``): instances and deployed commits.
 
-Written atomically, so a command interrupted half-way never leaves a torn file.
+The local provider's only record. For aws a cache: AWS's tags are the record, read
+again by every command (``Provider.refresh``); a workspace without this file rebuilds
+it from them. Written atomically, so a command interrupted half-way never leaves a
+torn file.
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ def collect(settings: Settings, state: State, show_secrets: bool = False) -> dic
                   "user": OPERATOR,
                   "password_file": str(settings.secrets_dir / password_name(OPERATOR))},
         "deployed": state.deployed,
+        "options": state.options,
         "instances": instances,
         "mail": {"maildir": (f"{proxies[0].directory}/monitor/Maildir"
                              if proxies and proxies[0].directory else None)},

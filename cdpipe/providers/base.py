@@ -26,6 +26,12 @@ class Provider(ABC):
             raise CdpipeError(f"--env is for --provider aws; the {self.name} provider's "
                               "environment is this checkout's CDPIPE_HOME")
 
+    def refresh(self, state: State) -> bool:
+        """Make ``state`` what the provider itself records, where it keeps the facts
+        outside this machine (EC2: the instances' tags), and say whether it did. The
+        local provider's state file is its only record: nothing to read (False)."""
+        return False
+
     @abstractmethod
     def preflight(self) -> None:
         """Fail with one clear line if this provider cannot work here (missing tools...)."""
@@ -58,6 +64,13 @@ class Provider(ABC):
         """After a successful deploy: record ``state.deployed`` (role -> commit) where
         other machines find it (EC2: a ``Commit`` tag on each app instance). Nothing by
         default: the state file is the record."""
+
+    def check_options(self, options: dict[str, str | float | int]) -> None:  # noqa: B027
+        """Fail with one line if ``options`` (`cdpipe up`'s) cannot be recorded."""
+
+    def record_options(self, state: State) -> None:  # noqa: B027 (optional hook)
+        """Record ``state.options`` where other machines find them (EC2: tags of the
+        proxy). Nothing by default: the state file is the record."""
 
     def notes(self) -> list[str]:
         """Lines worth a user's notice when instances are provisioned (none by default)."""

@@ -4,15 +4,19 @@ Everything it creates carries the tags ``Project``, ``Environment`` and ``Role``
 ``ManagedBy=cdpipe``); it finds, and ever terminates or deletes, only what carries this
 environment's tags. The environment's id (``env-<8 hex>`` unless given) is made at the
 first provision and kept with the region in the state file, so two checkouts in one
-account never touch each other's machines, groups or key pair. Least-privilege security
-groups: proxy (HTTP from anywhere, SSH and the stats page from the admin CIDR), app (its
-port only from the proxy's group, which also runs the monitor), redis (its port only
-from the groups that use it). An instance's ``host`` is its public or private IP
-(CDPIPE_AWS_ADDRESS: what the control machine can reach); ``private_address`` is what
-the other machines use. boto3's standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2``
-are honoured (tests use moto). The proxy machine, whose monitor scales prod, gets
-its credentials from the instance profile ``<project>-<environment>-scaler``, whose
-policy (:mod:`cdpipe.providers.iam_policy`) allows only the scale path.
+account never touch each other's machines, groups or key pair. The tags are the record,
+the state file a cache: ``refresh`` rebuilds the instances, the commit each app role
+runs (``Commit``) and `cdpipe up`'s options (``cdpipe:option:<name>`` on the proxy) from
+one DescribeInstances, so any workspace that knows the id sees the same environment.
+Least-privilege security groups: proxy (HTTP from anywhere, SSH and the stats page
+from the admin CIDR), app (its port only from the proxy's group, which also runs the
+monitor), redis (its port only from the groups that use it). An instance's ``host`` is
+its public or private IP (CDPIPE_AWS_ADDRESS: what the control machine can reach);
+``private_address`` is what the other machines use. boto3's standard
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_EC2`` are honoured (tests use moto). The
+proxy machine, whose monitor scales prod, gets its credentials from the instance
+profile ``<project>-<environment>-scaler``, whose policy
+(:mod:`cdpipe.providers.iam_policy`) allows only the scale path.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from botocore.config import Config
 from cdpipe import scaler
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.model import ROLES, SSH_PORT, Instance, Role, machine_ports
+from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers import iam_policy
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
@@ -50,6 +56,10 @@ INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
 SCALER_DIR, SCALER_USER = f"{INSTANCE_DIR}/scaler", "cdpipe-scaler"  # roles/scaler
 ALIVE = ["pending", "running", "stopping", "stopped"]
 COMMIT_TAG = "Commit"  # the commit an app instance runs; inventory/aws_ec2.yml reads it
+# `cdpipe up`'s options (state.options) live as tags of the proxy instance, so a fresh
+# workspace reads them back; a tag value holds at most 256 characters.
+OPTION_TAG_PREFIX = "cdpipe:option:"
+TAG_VALUE_LIMIT = 256
 # Deleting a security group right after its instances terminated: AWS answers
 # DependencyViolation until their network interfaces are gone; retried with backoff.
 FIRST_RETRY_DELAY = 2.0
@@ -64,6 +74,29 @@ DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 
 def new_environment_id() -> str:
     return f"env-{secrets.token_hex(4)}"
+
+
+def option_value(text: str) -> str | float | int:
+    """An option's tag value back as the option: an int or a float when it reads as
+    one (what `cdpipe up` records: seconds, and the rules file's absolute path)."""
+    if re.fullmatch(r"-?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"-?[0-9]*\.[0-9]+(e[-+]?[0-9]+)?|-?[0-9]+e[-+]?[0-9]+|-?[0-9]+\.", text):
+        return float(text)
+    return text
+
+
+def majority_commit(commits: Sequence[str]) -> str:
+    """The commit of a role whose instances disagree (a deploy or scale-out cut short):
+    the one most of them run, a tie going to the commit of the most recently launched
+    instance (``commits``: one per instance, oldest launch first)."""
+    count = Counter(commits)
+    last = {commit: index for index, commit in enumerate(commits)}
+    return max(count, key=lambda commit: (count[commit], last[commit]))
+
+
+def _tags(raw: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
 
 
 def _error_code(exc: Exception) -> str:
@@ -170,6 +203,53 @@ class Ec2Provider(Provider):
                     f"this checkout's AWS environment ({state.region}); unset it")
             self.region = state.region
             self._ec2 = None
+
+    def refresh(self, state: State) -> bool:
+        """Rebuilds ``state`` from AWS, the source of truth, with ONE paginated
+        DescribeInstances of the environment's tags: the live (pending or running)
+        instances in launch order, their roles and ``Autoscaled`` marks; the commit of
+        each app role from its instances' ``Commit`` tags (disagreeing instances, e.g. a
+        deploy cut short: the commit most run, a tie to the newest launch; a role with
+        no tag has no commit); the options from the proxy's ``cdpipe:option:*`` tags
+        (over those of the state file). Nothing tagged: no instance, no commit, as
+        before any `up`. False (state untouched) when no environment id is known."""
+        if not self.environment:
+            return False
+        try:
+            raw = self.describe()
+        except Exception as exc:
+            raise _aws_error(exc, "reading the environment's instances") from None
+        live = self._live(raw)
+        state.instances = [instance for instance, _ in live]
+        runs: dict[str, list[str]] = {}  # role -> its instances' commits, launch order
+        for instance, desc in live:
+            tags = _tags(desc)
+            if instance.role in APP_ROLES and tags.get(COMMIT_TAG):
+                runs.setdefault(instance.role, []).append(tags[COMMIT_TAG])
+            if instance.role == "proxy":
+                state.options.update({k.removeprefix(OPTION_TAG_PREFIX): option_value(v)
+                                      for k, v in tags.items()
+                                      if k.startswith(OPTION_TAG_PREFIX)})
+        state.deployed = {role: majority_commit(runs[role]) for role in ROLES if role in runs}
+        if live:
+            state.environment, state.region, state.provider = (
+                self._env_id(), str(self.region), self.name)
+        return True
+
+    def _live(self, raw: list[dict[str, Any]]) -> list[tuple[Instance, dict[str, Any]]]:
+        """The pending and running instances among ``raw`` with a role, oldest launch
+        first (a pending one not yet given its address is left for the next look)."""
+        found = []  # sorted() is stable: one second's launches keep AWS's order
+        for desc in sorted(raw, key=lambda d: str(d.get("LaunchTime", ""))):
+            state = desc["State"]["Name"]
+            if state not in ("pending", "running") or _tags(desc).get("Role") not in ROLES:
+                continue
+            try:
+                found.append((self._instance(desc), desc))
+            except CdpipeError:
+                if state == "running":
+                    raise
+        return found
 
     # -- plumbing ---------------------------------------------------------------------
     @property
@@ -508,7 +588,7 @@ class Ec2Provider(Provider):
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def _instance(self, raw: dict[str, Any]) -> Instance:
-        tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+        tags = _tags(raw)
         role = tags["Role"]
         private = str(raw.get("PrivateIpAddress") or "")
         if self.settings.aws_address == "private":
@@ -557,8 +637,7 @@ class Ec2Provider(Provider):
                 if created_ids:
                     self.ec2.get_waiter("instance_running").wait(
                         InstanceIds=created_ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
-            instances = [self._instance(r) for r in self.describe()
-                         if r["State"]["Name"] in ("pending", "running")]
+            instances = [instance for instance, _ in self._live(self.describe())]
             created = [i for i in instances if i.id in created_ids]
             self.wait_for_ssh(created)
         except CdpipeError:
@@ -762,6 +841,28 @@ class Ec2Provider(Provider):
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:
         return {"ansible_host": instance.host, "cdpipe_address": instance.internal_address}
+
+    def check_options(self, options: dict[str, str | float | int]) -> None:
+        for name, value in options.items():
+            if len(str(value)) > TAG_VALUE_LIMIT:
+                raise CdpipeError(
+                    f"option {name} is {len(str(value))} characters long; AWS keeps at most "
+                    f"{TAG_VALUE_LIMIT} in the tag {OPTION_TAG_PREFIX}{name} (a rules file "
+                    "path: move the file to a shorter path)")
+
+    def record_options(self, state: State) -> None:
+        """Tags the proxy with each option (``cdpipe:option:<name>``), so a fresh
+        workspace, or another machine, reads them back in ``refresh``."""
+        self.check_options(state.options)
+        ids = [i.id for i in state.of_role("proxy")]
+        if not ids or not state.options:
+            return
+        try:
+            self.ec2.create_tags(Resources=ids, Tags=[
+                {"Key": f"{OPTION_TAG_PREFIX}{name}", "Value": str(value)}
+                for name, value in state.options.items()])
+        except Exception as exc:
+            raise _aws_error(exc, "tagging the proxy with the options") from None
 
     def record_deployed(self, state: State) -> None:
         """Tags each app instance with the commit it now runs (``Commit``): the AWS

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cdpipe import providers
+from cdpipe import providers, secrets
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings
@@ -77,6 +77,7 @@ def env(tmp_path: Path, calls: list[Call], monkeypatch: pytest.MonkeyPatch) -> E
     state = State(provider="fake", deployed={"prod": COMMIT, "canary": COMMIT})
     provider.ensure(state, {role: 1 for role in ROLES})
     state_mod.save(settings.state_file, state)
+    secrets.ensure(settings.secrets_dir)  # made by the `up` that provisioned it
     calls.clear()
     environment = Environment(settings, show=lambda line: None)
     assert environment.provider is provider

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cdpipe import secrets
+from cdpipe.errors import CdpipeError
 
 USERS = ("admin", "operator", "deployer", "controller", "monitor", "app")
 NAMES = (*(f"redis_{user}_password" for user in USERS), "stats_password",
@@ -144,3 +145,36 @@ def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
     (d / "redis_app_password").chmod(0o644)
     assert secrets.ensure(d)["redis_app_password"] == "kept"
     assert (d / "redis_app_password").stat().st_mode & 0o777 == 0o600
+
+
+# -- an environment that exists: required, never generated ---------------------------
+def test_require_never_generates_and_names_file_and_variable(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    with pytest.raises(CdpipeError) as missing:
+        secrets.require(d, secrets.DEPLOY)
+    message = str(missing.value)
+    assert "\n" not in message
+    assert "secret redis_app_password is missing" in message
+    assert str(d / "redis_app_password") in message and "CDPIPE_REDIS_APP_PASSWORD" in message
+    assert list(d.iterdir()) == []  # nothing made up
+
+
+def test_require_reads_a_partial_directory_and_variables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: None) -> None:
+    """The proxy machine holds a subset: enough for the commands that need only it."""
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "redis_app_password").write_text("from-file\n")
+    monkeypatch.setenv("CDPIPE_APP_USER_ID_SECRET", "from-jenkins")
+    assert secrets.require(d, secrets.DEPLOY) == {"redis_app_password": "from-file",
+                                                  "app_user_id_secret": "from-jenkins"}
+    assert (d / "app_user_id_secret").read_text() == "from-jenkins\n"  # written through
+    assert mode(d / "app_user_id_secret") == 0o600 and mode(d) == 0o700
+    assert sorted(p.name for p in d.iterdir()) == sorted(secrets.DEPLOY)
+    with pytest.raises(CdpipeError, match="secret redis_deployer_password is missing"):
+        secrets.require(d, secrets.SCALE_IN)
+    assert secrets.require(d, ()) == {}
+
+
+def test_what_each_command_reads_is_among_the_secrets() -> None:
+    assert set(secrets.DEPLOY) | set(secrets.SCALE_IN) < set(secrets.ALL) == set(NAMES)
