@@ -99,7 +99,12 @@ class Environment:
             try:
                 self.env_lock = stack.enter_context(env_lock.held(r, command, self.show))
             except runtime_control.redis.RedisError as exc:
-                problem = f"Redis at {where} does not answer as {redis_users.DEPLOYER} ({exc})"
+                refused = (runtime_control.redis.AuthenticationError,
+                           runtime_control.redis.exceptions.NoPermissionError)
+                problem = (f"Redis at {where} refused the {redis_users.DEPLOYER} user "
+                           f"({exc}); `cdpipe up` installs its password and rules"
+                           if isinstance(exc, refused) else
+                           f"Redis at {where} does not answer ({exc})")
                 if command in LOCK_REQUIRED:
                     raise CdpipeError(f"cannot take the environment lock: {problem}; "
                                       f"nothing was changed; check `cdpipe status`") from None

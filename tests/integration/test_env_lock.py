@@ -242,7 +242,7 @@ def test_without_an_answering_redis_scaling_refuses_and_the_rest_goes_on(
     env = environment(None, tmp_path / "home", lines)
     for command in ("scale out", "scale in"):
         refused = (r"^cannot take the environment lock: Redis at 127\.0\.0\.1:\d+ does not "
-                   r"answer as deployer .*; nothing was changed")
+                   r"answer \(.*\); nothing was changed")
         with pytest.raises(CdpipeError, match=refused), env.locked(command):
             pytest.fail(f"{command} acted without the lock")
     for command in ("up", "deploy", "down"):
@@ -272,3 +272,17 @@ def test_status_shows_the_holder(server: AclRedis, tmp_path: Path) -> None:
         assert env.env_lock is not None and report["owner"] == env.env_lock.owner
         assert 100 < report["seconds_left"] <= 120
         assert f"environment lock: held by {report['owner']} (expires in " in status()
+
+
+def test_a_redis_that_refuses_the_deployer_is_named_as_such(server: AclRedis,
+                                                           tmp_path: Path) -> None:
+    """An environment whose Redis predates the deployer's rules or password."""
+    lines: list[str] = []
+    env = environment(server, tmp_path / "home", lines)
+    (tmp_path / "home" / "secrets" / password_name("deployer")).write_text("stale\n")
+    refused = (r"^cannot take the environment lock: Redis at 127\.0\.0\.1:\d+ refused the "
+               r"deployer user \(.*\); `cdpipe up` installs its password and rules; nothing")
+    with pytest.raises(CdpipeError, match=refused), env.locked("scale out"):
+        pytest.fail("scale out acted without the lock")
+    with env.locked("up"):
+        assert lines[-1].startswith("environment lock not taken: Redis at 127.0.0.1:")
