@@ -14,7 +14,10 @@ its owner extends or releases it. It expires ``expiry`` seconds (120) after its 
 extension; a thread of the holder extends it every quarter of that while the command
 runs, so a long deploy keeps it and a crashed holder frees it within the expiry.
 
-A waiting actor prints one line when it starts waiting and one every 30 s, naming the
+The holder prints ``took the environment lock at <UTC time> (<owner>)`` once it holds
+it and ``releasing the environment lock at <UTC time>`` just before it lets it go (the
+times, to the millisecond, order the holders of one machine's clock). A waiting actor
+prints one line when it starts waiting and one every 30 s, naming the
 holder; after CDPIPE_LOCK_WAIT_SECONDS (default 1800) it gives up with one line:
 ``the environment is locked by <owner> (expires in N s); try again later``.
 
@@ -62,6 +65,11 @@ class Holder:
         if self.seconds_left is None:
             return "never expires: set by hand?"
         return f"expires in {math.ceil(self.seconds_left)} s"
+
+
+def stamp() -> str:
+    """Now, UTC, to the millisecond: when a holder took and released the lock."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def owner_of(command: str) -> str:
@@ -138,7 +146,7 @@ class EnvironmentLock:
                           f"({last.expires()}); giving up after {wait_seconds:.0f} s")
                 next_progress = now + progress_every
             time.sleep(min(POLL_SECONDS, max(0.0, started + wait_seconds - now)))
-        self.show(f"took the environment lock ({self.owner})")
+        self.show(f"took the environment lock at {stamp()} ({self.owner})")
         self._thread = threading.Thread(target=self._keep, name="env-lock", daemon=True)
         self._thread.start()
 
@@ -188,6 +196,8 @@ class EnvironmentLock:
         self._thread.join()
         self._thread = None
         if self.lost is None:
+            # The time before the release: no one else took the lock before it.
+            self.show(f"releasing the environment lock at {stamp()}")
             try:
                 self.lock.release()
             except LockNotOwnedError:

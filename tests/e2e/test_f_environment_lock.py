@@ -6,11 +6,13 @@ environment lock. Real `cdpipe` processes on the session's real local environmen
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ from cdpipe_host.keys import ENV_LOCK
 from tests.e2e.conftest import CDPIPE, LocalEnv
 
 pytestmark = pytest.mark.e2e
-TOOK = "took the environment lock ("
+TOOK = re.compile(r"^took the environment lock at (\S+Z) \(")
+RELEASING = re.compile(r"^releasing the environment lock at (\S+Z)$")
 WAITING = "waiting for the environment lock: held by "
 
 
@@ -45,8 +48,19 @@ class Actor:
         self.code = proc.wait(900)
         self.ended = time.time()
 
-    def took(self) -> float:
-        return next(t for t, line in self.lines if line.startswith(TOOK))
+    def when(self, pattern: re.Pattern[str]) -> datetime:
+        """The time the process printed in its one line that matches ``pattern``."""
+        found = [m[1] for _, line in self.lines if (m := pattern.match(line))]
+        assert len(found) == 1, (pattern.pattern, self.text())
+        return datetime.fromisoformat(found[0])
+
+    def took(self) -> datetime:
+        """Taken after it held the lock: not before it did."""
+        return self.when(TOOK)
+
+    def releasing(self) -> datetime:
+        """Taken before it let the lock go: it still held it then."""
+        return self.when(RELEASING)
 
     def text(self) -> str:
         return "\n".join(line for _, line in self.lines)
@@ -83,14 +97,17 @@ def test_a_deploy_and_a_scale_out_started_together_run_one_after_the_other(
             t.join(1200)
         assert (jenkins.code, monitor.code) == (0, 0), (jenkins.text(), monitor.text())
         first, second = sorted((jenkins, monitor), key=Actor.took)
-        # The second took the lock only once the first had ended (and released it) ...
-        assert second.took() >= first.ended, (first.text(), second.text())
+        # Each held it from took to releasing (at least); the intervals do not overlap:
+        # the second took the lock only once the first was letting it go ...
+        assert first.took() < first.releasing() <= second.took() < second.releasing(), (
+            first.text(), second.text())
         # ... after waiting for it, naming the first as its holder.
         assert f"{WAITING}{first.name} on " in second.text(), second.text()
         assert WAITING not in first.text(), first.text()
         assert env.redis().exists(ENV_LOCK) == 0  # both released it
-        print(f"{first.name} held the lock {first.ended - first.took():.1f} s; "
-              f"{second.name} waited {second.took() - second.lines[0][0]:.1f} s")
+        held = (first.releasing() - first.took()).total_seconds()
+        waited = second.took().timestamp() - second.lines[0][0]
+        print(f"{first.name} held the lock {held:.1f} s; {second.name} waited {waited:.1f} s")
     finally:
         # The scaled-out instance is the second checkout's: it scales it in again.
         if monitor.code == 0:

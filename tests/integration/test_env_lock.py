@@ -80,6 +80,10 @@ def test_two_holders_never_overlap(server: AclRedis) -> None:
     assert any(line.startswith("waiting for the environment lock: held by ")
                for line in lines), lines
     assert holder(server.client("operator")) is None  # both released it
+    took = [line for line in lines if line.startswith("took the environment lock at ")]
+    releasing = [line for line in lines
+                 if re.fullmatch(r"releasing the environment lock at \S+Z", line)]
+    assert len(took) == len(releasing) == 6
 
 
 def test_the_owner_is_command_host_pid_and_time(server: AclRedis) -> None:
