@@ -45,6 +45,19 @@ def _probe(instance: Instance, password: str | None) -> dict[str, Any]:
     return entry
 
 
+def _lock(client: redis.Redis) -> dict[str, Any] | None:
+    """The environment lock's holder; None when it is free or (a Redis whose rules
+    predate the lock: `cdpipe up` installs them) the operator may not read it."""
+    try:
+        held = holder(client)
+    except redis.exceptions.NoPermissionError:
+        return None
+    if held is None:
+        return None
+    left = None if held.seconds_left is None else math.ceil(held.seconds_left)
+    return {"owner": held.owner, "seconds_left": left}
+
+
 def _runtime(url: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"canary": {"weight": DEFAULT_CANARY_WEIGHT, "alert": False},
                            "flags": {}, "lock": None}
@@ -56,9 +69,7 @@ def _runtime(url: str | None) -> dict[str, Any]:
         weight, alert = read_canary(client)
         out["canary"] = {"weight": weight, "alert": alert}
         out["flags"] = read_flags(client)
-        if (held := holder(client)) is not None:
-            left = None if held.seconds_left is None else math.ceil(held.seconds_left)
-            out["lock"] = {"owner": held.owner, "seconds_left": left}
+        out["lock"] = _lock(client)
     except redis.RedisError as exc:
         out["redis_error"] = str(exc)
     return out
