@@ -77,7 +77,7 @@ def _env(provider: ProviderChoice | None, environment: str | None = None,
 def provision(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Create or find the instances (proxy, redis, prod, canary) without configuring them."""
     env = _env(provider, environment)
-    with env.locked():
+    with env.locked("provision"):
         env.provision()
 
 
@@ -184,6 +184,11 @@ def status_cmd(
     console.print(f"canary weight {canary['weight']}%   alert {'on' if canary['alert'] else 'off'}")
     flags = ", ".join(f"{k}={v}" for k, v in report["flags"].items()) or "none"
     console.print(f"flags: {flags}", markup=False)
+    lock = report["lock"]
+    held = ("free" if lock is None else f"held by {one_line(lock['owner'], 300)} (" + (
+        "no expiry" if lock["seconds_left"] is None
+        else f"expires in {lock['seconds_left']} s") + ")")
+    console.print(f"environment lock: {held}", markup=False, soft_wrap=True)
     console.print(f"redis {report['redis']['url']}   (password: {report['redis']['password_file']}"
                   f"{'' if show_secrets else '; --show-secrets prints it in the URL'})",
                   markup=False, soft_wrap=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import fcntl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cdpipe import (
     PROJECT_ROOT,
+    env_lock,
     gitref,
     inventory,
     providers,
@@ -36,6 +37,8 @@ from cdpipe_host.names import shown
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
 Show = Callable[[str], None]
+# The commands that refuse to act without the environment lock (see Environment.locked).
+LOCK_REQUIRED = ("scale out", "scale in")
 
 
 class Environment:
@@ -59,6 +62,7 @@ class Environment:
         self.requested_environment = environment
         self.provider.attach(self.state, environment)
         self.show = show
+        self.env_lock: env_lock.EnvironmentLock | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -83,11 +87,30 @@ class Environment:
         return stat.st_mtime_ns, stat.st_size
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One state-changing command at a time (a monitor's scale-out waits for a
-        deploy); once the lock is held the state is read again, file and provider,
-        unless the lock was free and the file is as this object last saw it (the
-        refresh of ``__init__`` is then current: one DescribeInstances per command)."""
+    def locked(self, command: str) -> Iterator[None]:
+        """One state-changing command at a time, ``command`` naming it ("deploy",
+        "scale out"...). Two locks, in this order:
+
+        - the flock of ``<CDPIPE_HOME>/.lock``: commands sharing this checkout (the
+          state is read again once it is held);
+        - the environment lock in the environment's Redis (``cdpipe.env_lock``): actors
+          on other machines, which share only that Redis (a Jenkins deploy, the
+          monitor's scale-out on the proxy machine). Taken when the state knows a Redis
+          instance; a brand-new environment has none, and nothing else can act on it
+          yet, so none is taken.
+
+        When that Redis does not answer (down, or out of reach: on AWS only the proxy
+        and app machines reach it), ``scale out`` and ``scale in`` refuse with one line
+        and change nothing: they need Redis anyway (the server list) and would stop
+        half-way, and refusing means that an actor that goes on without the lock
+        cannot interleave with a scale. ``up`` (which repairs Redis), ``provision``,
+        ``deploy`` and ``down`` (which removes Redis: best effort) go on without it,
+        saying so in one line.
+
+        Once both are held the state is read again (file and provider) when either
+        lock had to wait or the file changed since this object last saw it; otherwise
+        the refresh of ``__init__`` is current (one DescribeInstances per command).
+        """
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with (self.settings.home / ".lock").open("w") as fh:
             try:
@@ -97,10 +120,43 @@ class Environment:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 waited = True
             if waited or self._stamp() != self._seen:
-                self.state = state_mod.load(self.settings.state_file)
-                self.provider.attach(self.state, self.requested_environment)
-                self.refresh()
+                self._reload()
+            with self._environment_lock(command):
+                if self.env_lock is not None and self.env_lock.waited:
+                    self._reload()  # an actor elsewhere acted meanwhile
+                yield
+
+    def _reload(self) -> None:
+        self.state = state_mod.load(self.settings.state_file)
+        self.provider.attach(self.state, self.requested_environment)
+        self.refresh()
+
+    @contextmanager
+    def _environment_lock(self, command: str) -> Iterator[None]:
+        servers = self.state.of_role("redis")
+        if not servers:
             yield
+            return
+        where = f"{servers[0].host}:{servers[0].ports['redis']}"
+        r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
+        with ExitStack() as stack:
+            try:
+                self.env_lock = stack.enter_context(env_lock.held(r, command, self.show))
+            except runtime_control.redis.RedisError as exc:
+                refused = (runtime_control.redis.AuthenticationError,
+                           runtime_control.redis.exceptions.NoPermissionError)
+                problem = (f"Redis at {where} refused the {redis_users.DEPLOYER} user "
+                           f"({exc}); `cdpipe up` installs its password and rules"
+                           if isinstance(exc, refused) else
+                           f"Redis at {where} does not answer ({exc})")
+                if command in LOCK_REQUIRED:
+                    raise CdpipeError(f"cannot take the environment lock: {problem}; "
+                                      f"nothing was changed; check `cdpipe status`") from None
+                self.show(f"environment lock not taken: {problem}; {command} goes on")
+            try:
+                yield
+            finally:
+                self.env_lock = None
 
     def resolve(self, ref: str) -> str:
         """The full SHA of ref: in the source repository when it is a local path, else
@@ -144,7 +200,7 @@ class Environment:
         self.provider.preflight()
         sha = self.resolve(ref)
         self.provider.check_options(options or {})
-        with self.locked():
+        with self.locked("up"):
             self.state.options.update(options or {})
             self.show(f"provisioning {self.provider.name} instances")
             self.provision(secrets.ALL)  # site.yml configures every role
@@ -162,7 +218,7 @@ class Environment:
             return result
 
     def deploy(self, ref: str, target: str | None) -> PlaybookResult:
-        with self.locked():
+        with self.locked("deploy"):
             return self._deploy(ref, target)
 
     def _deploy(self, ref: str, target: str | None) -> PlaybookResult:
@@ -171,7 +227,7 @@ class Environment:
                               "--target canary")
         if not self.state.instances:
             raise CdpipeError("no environment is up here; run `cdpipe up` first")
-        secrets.require(self.settings.secrets_dir, secrets.DEPLOY)
+        secrets.require(self.settings.secrets_dir, secrets.DEPLOY + secrets.LOCK)
         sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
         self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
@@ -187,26 +243,31 @@ class Environment:
         self.provider.record_deployed(self.state)
 
     def down(self) -> list[str]:
-        with self.locked():
+        with self.locked("down"):
             try:
                 removed = self.provider.destroy_all(self.state)
             except CdpipeError:
+                if self.env_lock is not None and not self.state.of_role("redis"):
+                    self.env_lock.forget()  # its Redis is gone (a failure after it)
                 self.save()  # what is gone already (terminated instances) stays gone
                 raise
+            if self.env_lock is not None:
+                self.env_lock.forget()  # the lock went with the environment's Redis
             self.state = State(provider=self.provider.name)
             self.save()
             return removed
 
     def scale_out(self, max_count: int) -> str | None:
         """One more prod instance serving prod's commit; None at the maximum."""
-        with self.locked():
+        with self.locked("scale out"):
             prod = self.state.of_role("prod")
             commit = self.state.deployed.get("prod")
             if not prod or not commit:
                 raise CdpipeError("no environment is up here; run `cdpipe up` first")
             if len(prod) >= max_count:
                 return None
-            secrets.require(self.settings.secrets_dir, secrets.DEPLOY)  # scale.yml's
+            # scale.yml reads the deploy secrets; the lock is the deployer's.
+            secrets.require(self.settings.secrets_dir, secrets.DEPLOY + secrets.LOCK)
             created = self.provider.ensure(self.state, {"prod": len(prod) + 1},
                                            autoscaled=True)
             self.save()
@@ -229,7 +290,7 @@ class Environment:
 
     def scale_in(self, wait_seconds: float = 120) -> str | None:
         """Drains and removes the newest autoscaled prod instance; None if there is none."""
-        with self.locked():
+        with self.locked("scale in"):
             autoscaled = [i for i in self.state.of_role("prod") if i.autoscaled]
             if not autoscaled:
                 return None

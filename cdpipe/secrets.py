@@ -33,6 +33,8 @@ NAMES = (*(password_name(user) for user in USERS), "stats_password",
          "proxy_cookie_key", "app_user_id_secret")
 # What each command reads (see the module's docstring).
 DEPLOY = (password_name(APP), "app_user_id_secret")
+# What takes the environment lock (cdpipe.env_lock): every state-changing command.
+LOCK = (password_name(DEPLOYER),)
 SCALE_IN = (password_name(DEPLOYER), "stats_password")
 ALL = NAMES
 LEGACY_REDIS_PASSWORD = "redis_password"

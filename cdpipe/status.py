@@ -1,4 +1,5 @@
-"""What ``cdpipe status`` reports: instances, versions, health, weights, flags, alerts.
+"""What ``cdpipe status`` reports: instances, versions, health, weights, flags, alerts,
+and who holds the environment lock (``lock``: owner and seconds left, or None).
 
 Secrets stay out of the report unless asked for: ``redis.url`` is the operator's URL
 with the password replaced by REDACTED, or with ``show_secrets`` the working
@@ -7,6 +8,7 @@ password is."""
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,6 +16,7 @@ import redis
 import requests
 
 from cdpipe.config import Settings
+from cdpipe.env_lock import holder
 from cdpipe.model import Instance
 from cdpipe.redis_users import OPERATOR, password_name
 from cdpipe.runtime_control import read_canary, read_flags, redis_password, redis_url
@@ -42,9 +45,22 @@ def _probe(instance: Instance, password: str | None) -> dict[str, Any]:
     return entry
 
 
+def _lock(client: redis.Redis) -> dict[str, Any] | None:
+    """The environment lock's holder; None when it is free or (a Redis whose rules
+    predate the lock: `cdpipe up` installs them) the operator may not read it."""
+    try:
+        held = holder(client)
+    except redis.exceptions.NoPermissionError:
+        return None
+    if held is None:
+        return None
+    left = None if held.seconds_left is None else math.ceil(held.seconds_left)
+    return {"owner": held.owner, "seconds_left": left}
+
+
 def _runtime(url: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"canary": {"weight": DEFAULT_CANARY_WEIGHT, "alert": False},
-                           "flags": {}}
+                           "flags": {}, "lock": None}
     if url is None:
         return out
     try:
@@ -53,6 +69,7 @@ def _runtime(url: str | None) -> dict[str, Any]:
         weight, alert = read_canary(client)
         out["canary"] = {"weight": weight, "alert": alert}
         out["flags"] = read_flags(client)
+        out["lock"] = _lock(client)
     except redis.RedisError as exc:
         out["redis_error"] = str(exc)
     return out

@@ -26,6 +26,7 @@ from cdpipe_host.keys import (
     CANARY_ALERT,
     CANARY_WEIGHT,
     CONTROLLER_CHANNELS,
+    ENV_LOCK,
     FLAGS_CHANNEL,
     MONITOR_ALERTS,
     MONITOR_OUTBOX,
@@ -57,6 +58,7 @@ WRITERS = {
     CANARY_ALERT: {"admin", "operator", "monitor"},
     CANARY_WEIGHT: {"admin", "operator", "deployer"},
     MONITOR_OUTBOX: {"admin", "monitor"},
+    ENV_LOCK: {"admin", "deployer"},
 }
 
 
@@ -288,3 +290,34 @@ def test_status_redacts_the_password_unless_asked(server: AclRedis, tmp_path: Pa
     out = redis_cli(server, "-u", url, "--no-auth-warning", "GET", flag_key("hiddenfeature"))
     assert out.stdout.strip() == "off"
     assert "REDACTED" in status().stdout
+
+
+def test_the_deployer_runs_the_locks_scripts_on_the_lock_key_only(server: AclRedis) -> None:
+    """redis-py's Lock: SET NX PX, then EVALSHA (SCRIPT LOAD first when the server lacks
+    the script). In Redis 7 a script's declared keys and the commands it runs are
+    checked against the caller's rules: the deployer's scripts reach the lock key and
+    its own keys, nothing else; EVAL, SCRIPT FLUSH and scripts are no one else's."""
+    from redis.lock import Lock
+
+    server.client("admin").script_flush()  # so the lock must load its scripts
+    deployer = server.client("deployer")
+    lock = Lock(deployer, ENV_LOCK, timeout=10)
+    assert lock.acquire(blocking=False, token="deploy on test")
+    lock.reacquire()
+    lock.extend(5)
+    assert server.client("operator").get(ENV_LOCK) == "deploy on test"
+    lock.release()
+    assert server.client("admin").exists(ENV_LOCK) == 0
+    sha = deployer.script_load("return redis.call('get', KEYS[1])")
+    assert refused(lambda: deployer.evalsha(sha, 1, flag_key("hiddenfeature")))
+    writer = deployer.script_load("return redis.call('set', KEYS[1], 'x')")
+    assert refused(lambda: deployer.evalsha(writer, 1, CANARY_ALERT))
+    undeclared = deployer.script_load("return redis.call('set', 'flag:x', 'on')")
+    with pytest.raises(redis.ResponseError):
+        deployer.evalsha(undeclared, 1, ENV_LOCK)
+    assert refused(lambda: deployer.eval("return 1", 0))
+    assert refused(lambda: deployer.script_flush())
+    for user in ("operator", "controller", "monitor", "app"):
+        assert refused(lambda u=user: server.client(u).evalsha(sha, 1, ENV_LOCK)), user
+        assert refused(lambda u=user: server.client(u).script_load("return 1")), user
+    assert server.client("admin").exists(flag_key("x"), CANARY_ALERT) == 0

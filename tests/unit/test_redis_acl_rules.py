@@ -13,6 +13,7 @@ from cdpipe_host.keys import (
     CANARY_PREFIX,
     CANARY_WEIGHT,
     CONTROLLER_CHANNELS,
+    ENV_LOCK,
     FLAGS_CHANNEL,
     FLAGS_PATTERN,
     SERVERS_PREFIX,
@@ -24,8 +25,8 @@ SERVERS = f"{SERVERS_PREFIX}*"
 CANARY = f"{CANARY_PREFIX}*"
 # Per user: its key patterns (~ read-write, %R~ read-only) and its channels (&).
 EXPECTED = {
-    "operator": {f"~{FLAGS_PATTERN}", f"~{CANARY}"},
-    "deployer": {f"~{SERVERS}", f"~{CANARY_WEIGHT}", f"%R~{CANARY}"},
+    "operator": {f"~{FLAGS_PATTERN}", f"~{CANARY}", f"%R~{ENV_LOCK}"},
+    "deployer": {f"~{SERVERS}", f"~{CANARY_WEIGHT}", f"%R~{CANARY}", f"~{ENV_LOCK}"},
     "controller": {f"%R~{SERVERS}", f"%R~{CANARY}", *(f"&{c}" for c in CONTROLLER_CHANNELS)},
     "monitor": {f"~{MONITOR_PATTERN}", f"~{CANARY_ALERT}", f"%R~{SERVERS}"},
     "app": {f"%R~{FLAGS_PATTERN}", f"&{FLAGS_CHANNEL}"},
@@ -61,3 +62,14 @@ def test_every_user_but_admin_starts_from_nothing_and_loses_the_dangerous(user: 
 
 def test_admin_has_everything() -> None:
     assert rules()["admin"] == ["~*", "&*", "+@all"]
+
+
+def test_only_the_deployer_runs_scripts_and_only_what_the_lock_needs() -> None:
+    """redis-py's Lock extends and releases by EVALSHA and loads its scripts with
+    SCRIPT LOAD; no other script command (EVAL, SCRIPT FLUSH) for anyone but admin."""
+    for user, tokens in rules().items():
+        single = {t for t in tokens if t[0] == "+" and not t.startswith("+@")}
+        if user == "deployer":
+            assert single == {"+evalsha", "+script|load"}
+        elif user != "admin":
+            assert not {"+eval", "+evalsha", "+script|load", "+@scripting"} & set(tokens)

@@ -5,6 +5,7 @@ is terminated, and is gone from the state file and the inventory."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ def env(tmp_path: Path, calls: list[Call], monkeypatch: pytest.MonkeyPatch) -> E
         calls.append(("unregister", instance_id))
 
     monkeypatch.setattr(environment, "_unregister", unregister)
+    # No Redis here: the environment lock is tests/integration/test_env_lock.py's.
+    monkeypatch.setattr(environment, "_environment_lock", lambda command: nullcontext())
     return environment
 
 
