@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.providers.ec2 import OPTION_TAG_PREFIX
-from cdpipe.secrets import DEPLOY, NAMES
+from cdpipe.secrets import DEPLOY, LOCK, NAMES
 from tests.integration.test_ec2_provider import cli as run_cli
 from tests.integration.test_ec2_provider import (
     ec2,
@@ -59,8 +60,12 @@ class Playbooks:
 
 @pytest.fixture
 def playbooks(monkeypatch: pytest.MonkeyPatch) -> Playbooks:
+    """Ansible stubbed, and the environment lock with it: moto's machines run no Redis
+    (tests/integration/test_env_lock.py tests the lock on a real one)."""
     stub = Playbooks()
     monkeypatch.setattr(environment_mod, "run_playbook", stub)
+    monkeypatch.setattr(environment_mod.Environment, "_environment_lock",
+                        lambda self, command: nullcontext())
     return stub
 
 
@@ -126,7 +131,7 @@ def test_a_fresh_workspace_sees_and_deploys_to_the_running_environment(
     assert str(refused.value).count("\n") == 0
     assert "secret redis_app_password is missing" in str(refused.value)
     assert "CDPIPE_REDIS_APP_PASSWORD" in str(refused.value)
-    for name in DEPLOY:
+    for name in DEPLOY + LOCK:
         monkeypatch.setenv(f"CDPIPE_{name.upper()}", f"bound-{name}")
     runs_before = len(playbooks.runs)
     env_b.deploy("HEAD~1", None)
@@ -135,7 +140,7 @@ def test_a_fresh_workspace_sees_and_deploys_to_the_running_environment(
     assert {h: r for r, hs in run["hosts"].items() for h in hs} == ids
     assert run["limit"] == "prod,canary" and run["extra"]["app_ref"] != sha
     assert run["vars"]["monitor_interval_seconds"] == 5.0  # options reach Ansible
-    assert sorted(p.name for p in (b / "secrets").iterdir()) == sorted(DEPLOY)
+    assert sorted(p.name for p in (b / "secrets").iterdir()) == sorted(DEPLOY + LOCK)
     new = run["extra"]["app_ref"]
     assert len(tagged(ec2(), ENV_ID)) == 4  # no second environment
     # A sees B's deploy: the commits come from the instances' tags.
@@ -153,7 +158,7 @@ def test_a_stale_state_file_is_corrected_by_the_refresh(
     # Someone else terminates the canary; the monitor, on the proxy machine with its own
     # home and only the secrets scale.yml reads, scales prod out from the tags alone.
     boto3.client("ec2").terminate_instances(InstanceIds=[canary])
-    for name in DEPLOY:
+    for name in DEPLOY + LOCK:
         monkeypatch.setenv(f"CDPIPE_{name.upper()}", f"bound-{name}")
     lines: list[str] = []
     on_proxy = workspace(proxy_machine, lines)
@@ -164,7 +169,7 @@ def test_a_stale_state_file_is_corrected_by_the_refresh(
     added = next(i for i in on_proxy.state.of_role("prod") if i.autoscaled)
     assert playbooks.runs[-1]["playbook"] == "scale.yml"
     assert playbooks.runs[-1]["extra"]["app_ref"] == sha
-    assert sorted(p.name for p in (proxy_machine / "secrets").iterdir()) == sorted(DEPLOY)
+    assert sorted(p.name for p in (proxy_machine / "secrets").iterdir()) == sorted(DEPLOY + LOCK)
 
     stale = recorded(a)
     assert canary in {i.id for i in stale.instances}
@@ -283,6 +288,6 @@ def test_status_and_a_refresh_cost_one_describe_instances(
     # A command that takes the lock right after: still the one refresh.
     calls.names.clear()
     env = workspace(tmp_path / "a")
-    with env.locked():
+    with env.locked("deploy"):
         pass
     assert calls.names == ["DescribeInstances"]
