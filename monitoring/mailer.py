@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import smtplib
+import ssl
 import time
 import uuid
 from email.message import EmailMessage
@@ -29,7 +30,7 @@ from typing import Any
 import redis
 
 from cdpipe_host.keys import MONITOR_OUTBOX, MONITOR_OUTBOX_DEAD
-from cdpipe_host.names import shown
+from cdpipe_host.names import one_line, shown
 from cdpipe_host.values import text
 from monitoring.config import Smtp
 
@@ -78,14 +79,38 @@ def build(smtp: Smtp, subject: str, body: str, message_id: str) -> EmailMessage:
     return msg
 
 
+def tls_context(smtp: Smtp) -> ssl.SSLContext:
+    """Certificate and host name always verified: against ``ca_file`` when set, else
+    the system's CAs."""
+    context = ssl.create_default_context(cafile=smtp.ca_file)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _connect(smtp: Smtp) -> smtplib.SMTP:
+    if smtp.security == "tls":
+        return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
+                                context=tls_context(smtp))
+    client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+    if smtp.security == "starttls":
+        try:
+            client.starttls(context=tls_context(smtp))  # refused if not offered: no downgrade
+        except BaseException:
+            client.close()
+            raise
+    return client
+
+
 def send(smtp: Smtp, msg: EmailMessage) -> None:
     """Sends over SMTP. BadMessage when the server refuses this message's data for
-    good (5xx); the server's own failures raise OSError or SMTPException."""
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
-        if smtp.starttls:
-            client.starttls()
-        if smtp.user and smtp.password:
-            client.login(smtp.user, smtp.password)
+    good (5xx); the server's own failures (down, TLS, login) raise OSError or
+    SMTPException."""
+    user = smtp.login_user
+    password = smtp.password() if user else None
+    with _connect(smtp) as client:
+        if user and password:
+            client.login(user, password)
         try:
             client.send_message(msg)
         except smtplib.SMTPDataError as exc:
@@ -93,6 +118,29 @@ def send(smtp: Smtp, msg: EmailMessage) -> None:
                 raise BadMessage(f"the server refused it: {exc.smtp_code} "
                                  f"{exc.smtp_error!r}") from None
             raise
+
+
+def server_failure(smtp: Smtp, exc: BaseException) -> str:
+    """Why the server could not take mail, in one line: which failure it was."""
+    where = smtp.describe()
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (f"login as {shown(smtp.login_user or '')} refused by {where}: "
+                f"{exc.smtp_code} {one_line(str(text(exc.smtp_error)), 200)}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS with {where} failed, its certificate is not trusted: "
+                f"{exc.verify_message or exc.reason}"
+                + ("" if smtp.ca_file else " (a private relay: set ca_file)"))
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return f"{where} does not offer it: {exc}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{where} answered {exc.smtp_code} {one_line(str(text(exc.smtp_error)), 200)}"
+    if isinstance(exc, smtplib.SMTPException):
+        return f"SMTP with {where} failed: {exc}"
+    if isinstance(exc, OSError) and smtp.password_file and exc.filename == smtp.password_file:
+        return f"cannot read the SMTP password file {smtp.password_file}: {exc.strerror}"
+    return f"SMTP server {where} unreachable: {exc.strerror or exc}"
 
 
 def _item(raw: str) -> dict[str, Any] | None:
@@ -160,8 +208,8 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
             item["next_try"] = now + delay
             _requeue(r, raw, item)
-            log.warning("mail %s not sent (%s); retry %d in %.0fs", subject, exc,
-                        item["attempts"], delay)
+            log.warning("mail %s not sent: %s; retry %d in %.0fs", subject,
+                        one_line(server_failure(smtp, exc)), item["attempts"], delay)
             break  # the server is down: the rest waits for the next round
         r.lrem(OUTBOX, 1, raw)
         sent += 1
