@@ -140,7 +140,8 @@ def server_failure(smtp: Smtp, exc: BaseException) -> str:
         return f"SMTP with {where} failed: {exc}"
     if isinstance(exc, OSError) and smtp.password_file and exc.filename == smtp.password_file:
         return f"cannot read the SMTP password file {smtp.password_file}: {exc.strerror}"
-    return f"SMTP server {where} unreachable: {exc.strerror or exc}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return f"SMTP server {where} unreachable: {reason}"
 
 
 def _item(raw: str) -> dict[str, Any] | None:
