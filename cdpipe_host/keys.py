@@ -7,7 +7,9 @@ Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``servers:<role>`` (hash instance id -> host:port). The monitor's own keys:
 ``monitor:alerts`` (hash alert -> state JSON), ``monitor:outbox`` (list of mail JSON),
 ``monitor:outbox:dead`` (mail set aside: it could not be sent, or was not a message),
-``monitor:scale:last`` (time of the last scale action).
+``monitor:scale:last`` (time of the last scale action), ``monitor:scale:failing`` (hash
+direction -> JSON of a failing streak of scale actions, so a restarted monitor does not
+mail it again).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ MONITOR_ALERTS = "monitor:alerts"
 MONITOR_OUTBOX = "monitor:outbox"
 MONITOR_OUTBOX_DEAD = f"{MONITOR_OUTBOX}:dead"
 MONITOR_SCALE_LAST = "monitor:scale:last"
+MONITOR_SCALE_FAILING = "monitor:scale:failing"
 
 FLAGS_PATTERN = f"{FLAG_PREFIX}*"
 
