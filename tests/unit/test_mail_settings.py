@@ -141,3 +141,33 @@ def test_the_role_writes_the_relay_and_never_the_password() -> None:
         "ca_file": "/opt/cdpipe/monitor/smtp_ca.pem", "sender": "cdpipe-monitor@localhost",
         "recipients": ["ops@localhost"]}
     assert "s3cret" not in str(relay)
+
+
+def render_group_vars(environ: dict[str, str]) -> dict[str, Any]:
+    """The monitor_* variables of inventory/group_vars/all.yml (the AWS plugin path),
+    rendered with Jinja and an env lookup over ``environ``."""
+    raw = yaml.safe_load((PROJECT_ROOT / "inventory/group_vars/all.yml").read_text())
+    env = jinja2.Environment()
+    env.globals["lookup"] = lambda kind, name: environ.get(name, "")
+    env.filters["trim"] = str.strip
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key.startswith("monitor_"):
+            rendered = env.from_string(str(value)).render().strip()
+            out[key] = yaml.safe_load(rendered) if rendered.startswith("[") or \
+                rendered.isdigit() else rendered
+    return out
+
+
+def test_the_aws_group_vars_hold_the_same_relay(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    environ = {"CDPIPE_SMTP_HOST": "smtp.example.com", "CDPIPE_SMTP_USER": "mon",
+               "CDPIPE_MAIL_TO": "a@example.com, b@example.com"}
+    expected = mail_vars(settings(tmp_path, monkeypatch, **{
+        k.removeprefix("CDPIPE_").lower(): v for k, v in environ.items()}))
+    expected.pop("monitor_local_smtp")
+    expected["monitor_mail_from"] = "cdpipe-monitor@localhost"
+    assert render_group_vars(environ) == expected
+    defaults = yaml.safe_load((PROJECT_ROOT / "roles/monitor/defaults/main.yml").read_text())
+    unset = render_group_vars({})
+    assert unset == {k: defaults[k] for k in unset}  # no relay: the role's defaults
