@@ -4,9 +4,14 @@ A message is queued in the same Redis transaction as the alert transition that c
 it, so a crash between the two neither loses nor doubles it; a message that cannot be
 sent stays queued (surviving restarts) until it is sent.
 
-Two kinds of failure: the SMTP server's (down, refusing the connection, the sender or
-the recipients, a temporary 4xx): every message would fail alike, so the round stops
-and the message waits; and the message's own (it cannot be built, or the server
+Delivery is plain SMTP, STARTTLS or TLS from the first byte (``Smtp.security``); with
+TLS the certificate and the host name are always verified, and STARTTLS that the
+server does not offer is a failure, never a fall-back to plain text.
+
+Two kinds of failure: the SMTP server's (down, refusing the connection, TLS failing,
+the login refused, the sender or the recipients refused, a temporary 4xx): every
+message would fail alike, so the round stops, the message waits and one line says
+which (``server_failure``); and the message's own (it cannot be built, or the server
 refuses its data with a 5xx): the round goes on with the next one, and after
 ``MAX_TRIES`` such failures the message is set aside in ``monitor:outbox:dead`` (logged
 once), never blocking the rest. An outbox entry that is not a message at all is set
