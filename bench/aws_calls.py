@@ -89,7 +89,7 @@ def status(home: Path) -> None:
 def locked_refresh(home: Path) -> None:
     env = Environment(Settings(home=home), show=lambda line: None)
     # moto's machines run no Redis: the environment lock (no AWS call) is left out.
-    env._environment_lock = lambda command: contextlib.nullcontext()  # type: ignore[method-assign]
+    env._environment_lock = lambda command: contextlib.nullcontext()  # type: ignore[method-assign,assignment,return-value]
     with env.locked("deploy"):
         pass
 

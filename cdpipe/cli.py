@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     except CdpipeError as exc:
         # Our messages cut the values they quote; a long one (Ansible's) stays whole.
         _error(str(exc), 4000)
-        raise SystemExit(1) from None
+        raise SystemExit(exc.exit_code) from None
     except typer.TyperException as exc:  # Click's usage errors: bad option, argument...
         message = exc.format_message()
         if not message:  # a group called without a command: its help is printed

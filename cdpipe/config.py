@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath
+from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdpipe import PROJECT_ROOT
@@ -18,6 +18,7 @@ from cdpipe import runtime_dir as rundir
 from cdpipe.errors import CdpipeError
 from cdpipe_host.names import shown
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
+from monitoring.config import MAIL_ADDRESS
 
 ProviderName = Literal["local", "aws"]
 # An environment's id: it becomes part of resource names (cdpipe-<id>-app) and a tag.
@@ -95,6 +96,36 @@ class Settings(BaseSettings):
     aws_delete_wait_seconds: float = Field(
         default=180, ge=0, description="how long `down` retries a security group that "
                                        "AWS still reports in use (DependencyViolation)")
+
+    # Alert mail through an SMTP relay (see README, "Mail"). Unset host: the local
+    # provider's Maildir sink; on AWS mail then waits in the outbox. The password is the
+    # secrets directory's smtp_password, else CDPIPE_SMTP_PASSWORD (never here).
+    smtp_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:_-]{1,253}$",
+                                  description="the relay the monitor sends alert mail by")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="starttls", description="starttls (port 587), tls (465) or none")
+    smtp_user: str | None = Field(default=None, description="login; none: no login")
+    smtp_ca_file: FilePath | None = Field(
+        default=None, description="CA of a private relay's certificate (on this machine); "
+                                  "else the system's CAs")
+    mail_from: str | None = Field(default=None, pattern=MAIL_ADDRESS)
+    mail_to: str | None = Field(default=None, description="recipients, comma-separated")
+
+    @field_validator("mail_to")
+    @classmethod
+    def _recipients(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bad = [a for a in value.split(",") if not re.fullmatch(MAIL_ADDRESS, a.strip())]
+        if bad or not value.strip():
+            raise ValueError(f"not a mail address: {shown(bad[0] if bad else value)}; give "
+                             "addresses separated by commas")
+        return value
+
+    @property
+    def mail_recipients(self) -> list[str]:
+        return [a.strip() for a in (self.mail_to or "").split(",") if a.strip()]
 
     @property
     def state_file(self) -> Path:

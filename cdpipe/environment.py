@@ -278,13 +278,22 @@ class Environment:
             except CdpipeError as failure:
                 # Nothing half-done stays: the instance goes, the server list is as it was
                 # (and a Redis error on the way neither keeps it nor hides the failure).
+                # The line says first what became of the instance (the monitor mails it).
                 try:
                     self._unregister(new.id)
                 except CdpipeError as exc:
                     self.show(f"{new.id}: could not leave {servers_key('prod')} ({exc})")
-                self.provider.terminate(self.state, new)
+                try:
+                    self.provider.terminate(self.state, new)
+                except CdpipeError as exc:
+                    self.save()
+                    raise CdpipeError(f"{new.id} did not become healthy and could NOT be "
+                                      f"terminated ({exc}); remove it by hand. Why: "
+                                      f"{failure}") from None
                 self.save()
-                raise failure
+                raise CdpipeError(f"{new.id} did not become healthy: taken out of "
+                                  f"{servers_key('prod')} and terminated. Why: "
+                                  f"{failure}") from None
             self._record_deployed()
             return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
 

@@ -76,16 +76,43 @@ def common_vars(settings: Settings, state: State, provider: Provider) -> dict[st
     return facts
 
 
+def mail_vars(settings: Settings) -> dict[str, Any]:
+    """The monitor's SMTP relay when CDPIPE_SMTP_HOST names one (the local sink is then
+    not run); nothing otherwise. The password never goes here: the monitor role reads
+    it on the control machine (secrets directory's smtp_password, else
+    CDPIPE_SMTP_PASSWORD)."""
+    if not settings.smtp_host:
+        return {}
+    facts: dict[str, Any] = {
+        "monitor_local_smtp": False,
+        "monitor_smtp_host": settings.smtp_host,
+        "monitor_smtp_port": settings.smtp_port,
+        "monitor_smtp_security": settings.smtp_security,
+        "monitor_smtp_user": settings.smtp_user or "",
+        "monitor_smtp_ca_file": (str(Path(settings.smtp_ca_file).resolve())
+                                 if settings.smtp_ca_file else ""),
+    }
+    if settings.mail_from:
+        facts["monitor_mail_from"] = settings.mail_from
+    if settings.mail_recipients:
+        facts["monitor_mail_to"] = settings.mail_recipients
+    return facts
+
+
 def build(settings: Settings, state: State, provider: Provider) -> dict[str, Any]:
     children: dict[str, Any] = {}
+    mail = mail_vars(settings)
     for role in ROLES:
         hosts = {i.id: host_vars(i, provider) for i in state.of_role(role)}
+        if mail:  # the relay's port, not the local sink's (host variables win)
+            for hv in hosts.values():
+                hv.pop("monitor_smtp_port", None)
         group: dict[str, Any] = {"hosts": hosts}
         if role in state.deployed:
             group["vars"] = {"app_ref": state.deployed[role]}
         children[role] = group
     all_vars = (common_vars(settings, state, provider) | provider.inventory_vars()
-                | dict(state.options))
+                | mail | dict(state.options))
     return {"all": {"vars": all_vars, "children": children}}
 
 

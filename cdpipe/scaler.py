@@ -40,7 +40,8 @@ def machine_settings(settings: Settings, environment: str, region: str) -> dict[
     proxy machine."""
     found: dict[str, str] = {}
     for name in type(settings).model_fields:
-        if name in LOCAL_ONLY:
+        # The mail relay is the monitor's (written by `up`), never the scaler's concern.
+        if name in LOCAL_ONLY or name.startswith(("smtp_", "mail_")):
             continue
         value = getattr(settings, name)
         if value is None or value == {}:

@@ -7,9 +7,10 @@ Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``servers:<role>`` (hash instance id -> host:port). The monitor's own keys:
 ``monitor:alerts`` (hash alert -> state JSON), ``monitor:outbox`` (list of mail JSON),
 ``monitor:outbox:dead`` (mail set aside: it could not be sent, or was not a message),
-``monitor:scale:last`` (time of the last scale action). The control plane's:
-``lock:environment`` (the environment lock's owner while a deploy, scale or up runs;
-see ``cdpipe.env_lock``).
+``monitor:scale:last`` (time of the last scale action), ``monitor:scale:failing`` (hash
+direction -> JSON of a failing streak of scale actions, so a restarted monitor does not
+mail it again). The control plane's: ``lock:environment`` (the environment lock's owner
+while a deploy, scale or up runs; see ``cdpipe.env_lock``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ MONITOR_OUTBOX = "monitor:outbox"
 MONITOR_OUTBOX_DEAD = f"{MONITOR_OUTBOX}:dead"
 MONITOR_SCALE_LAST = "monitor:scale:last"
 ENV_LOCK = "lock:environment"
+MONITOR_SCALE_FAILING = "monitor:scale:failing"
 
 FLAGS_PATTERN = f"{FLAG_PREFIX}*"
 

@@ -1,23 +1,40 @@
 """Scaling decisions for prod: out when the average stays above the rule's upper
 threshold for its polls, in when it stays below its lower one; a cooldown after each
 action (kept in Redis across restarts). The action itself is the ``cdpipe scale``
-command, which provisions, deploys and registers (or drains and removes)."""
+command, which provisions, deploys and registers (or drains and removes).
+
+Its exit codes: 0 done; 3 nothing to do (at ``--max``, or no autoscaled instance to
+remove): that direction rests until the number of prod instances changes; 4 AWS
+refused to create the instance (capacity, limits); any other: it failed (its last line
+says whether a new instance that never became healthy was terminated). A failure
+starts the cooldown like an action, so it is retried once per cooldown, not at every
+poll; it is mailed once per failing streak (kept in Redis, ``monitor:scale:failing``,
+so a restarted monitor does not mail it again), reminded after the repeat interval,
+and the first success after it is mailed as a recovery.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-from cdpipe_host.keys import MONITOR_SCALE_LAST
+from cdpipe_host.keys import MONITOR_SCALE_FAILING, MONITOR_SCALE_LAST
+from cdpipe_host.names import one_line
+from cdpipe_host.values import text
 from monitoring.config import Rule, Scaling
 
 log = logging.getLogger("monitor.scale")
 LAST_ACTION = MONITOR_SCALE_LAST
+FAILING = MONITOR_SCALE_FAILING
 NOTHING_TO_DO = 3  # exit code of `cdpipe scale` at its limits
+AWS_REFUSED = 4  # exit code of `cdpipe scale out` when AWS refuses (capacity, limits)
+COMMAND_TIMEOUT = 900.0
 
 
 @dataclass
@@ -26,10 +43,22 @@ class Decision:
     reason: str
 
 
+@dataclass
+class Result:
+    """What a scale action did: ``acted`` (False: nothing to do), its line, and the
+    mail to send (subject, body), if any."""
+
+    acted: bool
+    line: str
+    mail: tuple[str, str] | None = None
+
+
 class Autoscaler:
-    def __init__(self, cfg: Scaling, r: redis.Redis) -> None:
+    def __init__(self, cfg: Scaling, r: redis.Redis, remind_seconds: float = 3600.0
+                 ) -> None:
         self.cfg = cfg
         self.r = r
+        self.remind_seconds = remind_seconds
         self.above: dict[str, int] = {}
         self.below: dict[str, int] = {}
         # After "nothing to do" (at the maximum, or no autoscaled instance left), that
@@ -39,6 +68,8 @@ class Autoscaler:
         # The last action when Redis could not record it (down or out of memory right
         # after a scale): the cooldown holds in this process all the same.
         self.last_local: float | None = None
+        # Failing streaks Redis could not record: kept here meanwhile.
+        self.streaks_local: dict[str, dict[str, Any]] = {}
 
     def cooling_down(self, now: float | None = None) -> float:
         """Seconds of cooldown left: never more than the cooldown itself, even when the
@@ -78,15 +109,29 @@ class Autoscaler:
                                   f"{rule.lower} for {self.below[rule.name]} polls")
         return None
 
-    def act(self, decision: Decision) -> tuple[bool, str]:
-        """Runs the scale command; (acted, its last line of output)."""
-        cmd = [*self.cfg.command, decision.direction, "--max", str(self.cfg.max_count)]
-        log.info("scaling %s: %s", decision.direction, decision.reason)
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
-        line = (out.stdout.strip().splitlines() or [""])[-1]
-        if out.returncode == NOTHING_TO_DO:
-            self.idle[decision.direction] = self.prod_count
-            return False, line
+    def _run(self, cmd: list[str]) -> tuple[int | None, str, str]:
+        """(exit code or None when it did not end in time, last line of output, last
+        line of errors)."""
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                 timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None, "", f"the scale command did not end within {COMMAND_TIMEOUT:.0f} s"
+        except OSError as exc:
+            return None, "", f"the scale command did not start: {exc}"
+        last = (out.stdout.strip().splitlines() or [""])[-1]
+        err = (out.stderr.strip().splitlines() or [last or "no output"])[-1]
+        return out.returncode, last, err.removeprefix("error: ")
+
+    def act(self, decision: Decision) -> Result:
+        """Runs the scale command; what it did and the mail to send."""
+        direction = decision.direction
+        cmd = [*self.cfg.command, direction, "--max", str(self.cfg.max_count)]
+        log.info("scaling %s: %s", direction, decision.reason)
+        code, line, err = self._run(cmd)
+        if code == NOTHING_TO_DO:
+            self.idle[direction] = self.prod_count
+            return Result(False, line)
         self.idle.clear()
         self.above.clear()
         self.below.clear()
@@ -96,8 +141,89 @@ class Autoscaler:
         except redis.RedisError as exc:
             self.last_local = stamp
             log.warning("scale %s done, but Redis did not record it (%s); the cooldown "
-                        "holds in this process", decision.direction, exc)
-        if out.returncode != 0:
-            err = (out.stderr.strip().splitlines() or ["no output"])[-1]
-            return True, f"scale {decision.direction} FAILED: {err}"
-        return True, line
+                        "holds in this process", direction, exc)
+        if code == 0:
+            return self._succeeded(decision, line)
+        return self._failed(decision, code, one_line(err, 600), stamp)
+
+    def _succeeded(self, decision: Decision, line: str) -> Result:
+        direction, word = decision.direction, decision.direction.upper()
+        streak = self._streak(direction)
+        if streak is None:
+            return Result(True, line, (f"[cdpipe] SCALE {word}: {line}",
+                                       f"{line}\nWhy: {decision.reason}\n"))
+        self._save_streak(direction, None)
+        since = _when(streak.get("since"))
+        log.info("scale %s recovered after %s failure(s) since %s", direction,
+                 streak.get("failures"), since)
+        return Result(True, line, (
+            f"[cdpipe] SCALE {word} RECOVERED: {line}",
+            f"{line}\nIt had failed {streak.get('failures')} time(s) since {since}; the "
+            f"last failure: {streak.get('last')}\nWhy: {decision.reason}\n"))
+
+    def _failed(self, decision: Decision, code: int | None, err: str, now: float
+                ) -> Result:
+        direction, word = decision.direction, decision.direction.upper()
+        line = f"scale {direction} FAILED: {err}"
+        what = ("AWS refused to create the instance (capacity or limits)"
+                if code == AWS_REFUSED else f"the scale command failed (exit {code})")
+        streak = self._streak(direction)
+        retry = (f"It is retried every {self.cfg.cooldown_seconds:.0f} s (the cooldown) "
+                 "while the need lasts; no more mail until it succeeds, a reminder after "
+                 f"{self.remind_seconds:.0f} s.")
+        if streak is None:
+            self._save_streak(direction, {"since": now, "failures": 1, "mailed": now,
+                                          "last": err})
+            return Result(True, line, (f"[cdpipe] SCALE {word} FAILED: {err}",
+                                       f"{what}: {err}\nWhy: {decision.reason}\n{retry}\n"))
+        failures = int(streak.get("failures", 0)) + 1
+        mailed = float(streak.get("mailed", now))
+        remind = not (now - self.remind_seconds < mailed <= now)  # a step back: remind
+        streak |= {"failures": failures, "last": err, "mailed": now if remind else mailed}
+        self._save_streak(direction, streak)
+        if remind:
+            since = _when(streak.get("since"))
+            return Result(True, line, (
+                f"[cdpipe] SCALE {word} STILL FAILING ({failures} times): {err}",
+                f"{what}: {err}\nFailing since {since}, {failures} time(s).\n"
+                f"Why: {decision.reason}\n{retry}\n"))
+        log.warning("scale %s failed again (%d times since %s; mailed already): %s",
+                    direction, failures, _when(streak.get("since")), err)
+        return Result(True, line)
+
+    def _streak(self, direction: str) -> dict[str, Any] | None:
+        """The failing streak of a direction: Redis's, else this process's copy."""
+        try:
+            raw = text(self.r.hget(FAILING, direction))
+        except redis.RedisError:
+            raw = None
+        if raw:
+            try:
+                streak = json.loads(raw)
+                if isinstance(streak, dict):
+                    return streak
+            except ValueError:
+                log.warning("%s %s does not read as a streak; counted as none", FAILING,
+                            direction)
+        return self.streaks_local.get(direction)
+
+    def _save_streak(self, direction: str, streak: dict[str, Any] | None) -> None:
+        try:
+            if streak is None:
+                self.r.hdel(FAILING, direction)
+            else:
+                self.r.hset(FAILING, direction, json.dumps(streak))
+        except redis.RedisError as exc:
+            log.warning("Redis did not record the scale %s streak (%s); kept in this "
+                        "process", direction, exc)
+            if streak is not None:
+                self.streaks_local[direction] = streak
+                return
+        self.streaks_local.pop(direction, None)
+
+
+def _when(stamp: object) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(stamp))))
+    except (TypeError, ValueError, OverflowError):
+        return "an unknown time"

@@ -60,22 +60,74 @@ class Target(Strict):
     url: str
 
 
+Security = Literal["none", "starttls", "tls"]
+PASSWORD_VARIABLE = "MONITOR_SMTP_PASSWORD"
+USER_VARIABLE = "MONITOR_SMTP_USER"
+
+
 class Smtp(Strict):
-    host: str = "127.0.0.1"
+    """The SMTP server mail leaves by: a relay (``security`` starttls: STARTTLS before
+    anything else, refused if the server does not offer it; tls: TLS from the first
+    byte, e.g. port 465) or, locally, the Maildir sink (none). With TLS the certificate
+    and the host name are always verified, against ``ca_file`` when it is set (a private
+    relay's CA), else the system's CAs. The login is ``user`` with the password read
+    from ``password_file`` (a file only the monitor can read) at each delivery, else
+    from the monitor's ``MONITOR_SMTP_PASSWORD``; no password: no login. ``starttls:
+    true`` of earlier configurations still means ``security: starttls``."""
+
+    host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:_-]{1,253}$")
     port: int = Field(default=25, ge=1, le=65535)
-    starttls: bool = False
+    security: Security = "none"
+    user: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]{1,256}$")
+    password_file: str | None = None
+    ca_file: str | None = None
     sender: str = Field(default="cdpipe-monitor@localhost", pattern=MAIL_ADDRESS)
     recipients: list[Annotated[str, Field(pattern=MAIL_ADDRESS)]] = Field(
         default_factory=lambda: ["ops@localhost"], min_length=1)
-    timeout_seconds: float = 5.0
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_starttls(cls, data: object) -> object:
+        """``starttls: true|false`` (earlier configurations) becomes ``security``."""
+        if isinstance(data, dict) and "starttls" in data:
+            data = dict(data)
+            legacy = data.pop("starttls")
+            if not isinstance(legacy, bool):
+                raise ValueError("starttls must be true or false (better: security: "
+                                 "none | starttls | tls)")
+            wanted = "starttls" if legacy else "none"
+            if data.setdefault("security", wanted) != wanted and legacy:
+                raise ValueError(f"starttls: true contradicts security: "
+                                 f"{data['security']}; keep only security")
+        return data
+
+    @model_validator(mode="after")
+    def _files(self) -> Smtp:
+        for name in ("password_file", "ca_file"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{name} {path} is not a readable file")
+        if self.ca_file is not None and self.security == "none":
+            raise ValueError("ca_file needs security starttls or tls")
+        return self
 
     @property
-    def user(self) -> str | None:
-        return os.environ.get("MONITOR_SMTP_USER") or None
+    def login_user(self) -> str | None:
+        """The user name to log in with (``MONITOR_SMTP_USER`` of earlier versions when
+        the configuration names none)."""
+        return self.user or os.environ.get(USER_VARIABLE) or None
 
-    @property
     def password(self) -> str | None:
-        return os.environ.get("MONITOR_SMTP_PASSWORD") or None
+        """The login's password, read now (a rotated file is picked up without a
+        restart); OSError when the file cannot be read."""
+        if self.password_file is not None:
+            with open(self.password_file, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        return os.environ.get(PASSWORD_VARIABLE) or None
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port} ({self.security})"
 
 
 class Scaling(Strict):

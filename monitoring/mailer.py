@@ -4,9 +4,14 @@ A message is queued in the same Redis transaction as the alert transition that c
 it, so a crash between the two neither loses nor doubles it; a message that cannot be
 sent stays queued (surviving restarts) until it is sent.
 
-Two kinds of failure: the SMTP server's (down, refusing the connection, the sender or
-the recipients, a temporary 4xx): every message would fail alike, so the round stops
-and the message waits; and the message's own (it cannot be built, or the server
+Delivery is plain SMTP, STARTTLS or TLS from the first byte (``Smtp.security``); with
+TLS the certificate and the host name are always verified, and STARTTLS that the
+server does not offer is a failure, never a fall-back to plain text.
+
+Two kinds of failure: the SMTP server's (down, refusing the connection, TLS failing,
+the login refused, the sender or the recipients refused, a temporary 4xx): every
+message would fail alike, so the round stops, the message waits and one line says
+which (``server_failure``); and the message's own (it cannot be built, or the server
 refuses its data with a 5xx): the round goes on with the next one, and after
 ``MAX_TRIES`` such failures the message is set aside in ``monitor:outbox:dead`` (logged
 once), never blocking the rest. An outbox entry that is not a message at all is set
@@ -20,6 +25,7 @@ import json
 import logging
 import re
 import smtplib
+import ssl
 import time
 import uuid
 from email.message import EmailMessage
@@ -29,7 +35,7 @@ from typing import Any
 import redis
 
 from cdpipe_host.keys import MONITOR_OUTBOX, MONITOR_OUTBOX_DEAD
-from cdpipe_host.names import shown
+from cdpipe_host.names import one_line, shown
 from cdpipe_host.values import text
 from monitoring.config import Smtp
 
@@ -78,14 +84,38 @@ def build(smtp: Smtp, subject: str, body: str, message_id: str) -> EmailMessage:
     return msg
 
 
+def tls_context(smtp: Smtp) -> ssl.SSLContext:
+    """Certificate and host name always verified: against ``ca_file`` when set, else
+    the system's CAs."""
+    context = ssl.create_default_context(cafile=smtp.ca_file)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _connect(smtp: Smtp) -> smtplib.SMTP:
+    if smtp.security == "tls":
+        return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
+                                context=tls_context(smtp))
+    client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+    if smtp.security == "starttls":
+        try:
+            client.starttls(context=tls_context(smtp))  # refused if not offered: no downgrade
+        except BaseException:
+            client.close()
+            raise
+    return client
+
+
 def send(smtp: Smtp, msg: EmailMessage) -> None:
     """Sends over SMTP. BadMessage when the server refuses this message's data for
-    good (5xx); the server's own failures raise OSError or SMTPException."""
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
-        if smtp.starttls:
-            client.starttls()
-        if smtp.user and smtp.password:
-            client.login(smtp.user, smtp.password)
+    good (5xx); the server's own failures (down, TLS, login) raise OSError or
+    SMTPException."""
+    user = smtp.login_user
+    password = smtp.password() if user else None
+    with _connect(smtp) as client:
+        if user and password:
+            client.login(user, password)
         try:
             client.send_message(msg)
         except smtplib.SMTPDataError as exc:
@@ -93,6 +123,30 @@ def send(smtp: Smtp, msg: EmailMessage) -> None:
                 raise BadMessage(f"the server refused it: {exc.smtp_code} "
                                  f"{exc.smtp_error!r}") from None
             raise
+
+
+def server_failure(smtp: Smtp, exc: BaseException) -> str:
+    """Why the server could not take mail, in one line: which failure it was."""
+    where = smtp.describe()
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (f"login as {shown(smtp.login_user or '')} refused by {where}: "
+                f"{exc.smtp_code} {one_line(str(text(exc.smtp_error)), 200)}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS with {where} failed, its certificate is not trusted: "
+                f"{exc.verify_message or exc.reason}"
+                + ("" if smtp.ca_file else " (a private relay: set ca_file)"))
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return f"{where} does not offer it: {exc}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{where} answered {exc.smtp_code} {one_line(str(text(exc.smtp_error)), 200)}"
+    if isinstance(exc, smtplib.SMTPException):
+        return f"SMTP with {where} failed: {exc}"
+    if isinstance(exc, OSError) and smtp.password_file and exc.filename == smtp.password_file:
+        return f"cannot read the SMTP password file {smtp.password_file}: {exc.strerror}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return f"SMTP server {where} unreachable: {reason}"
 
 
 def _item(raw: str) -> dict[str, Any] | None:
@@ -160,8 +214,8 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
             item["next_try"] = now + delay
             _requeue(r, raw, item)
-            log.warning("mail %s not sent (%s); retry %d in %.0fs", subject, exc,
-                        item["attempts"], delay)
+            log.warning("mail %s not sent: %s; retry %d in %.0fs", subject,
+                        one_line(server_failure(smtp, exc)), item["attempts"], delay)
             break  # the server is down: the rest waits for the next round
         r.lrem(OUTBOX, 1, raw)
         sent += 1

@@ -41,7 +41,7 @@ class Monitor:
                                       socket_connect_timeout=5,
                                       encoding_errors=DECODE_ERRORS)
         self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
-        self.scaler = Autoscaler(cfg.scaling, self.r)
+        self.scaler = Autoscaler(cfg.scaling, self.r, cfg.repeat_interval_seconds)
         self.judge = Judge(cfg.canary)
         self.scaling: asyncio.Task[None] | None = None
         # Mail that could not be queued in Redis (down or out of memory when a scale
@@ -125,13 +125,12 @@ class Monitor:
             log.warning("canary alert raised: %s", verdict.reason)
 
     async def scale(self, decision: Decision) -> None:
-        acted, line = await asyncio.to_thread(self.scaler.act, decision)
-        if acted:
-            self.unqueued.append(message(f"[cdpipe] SCALE {decision.direction.upper()}: {line}",
-                                         f"{line}\nWhy: {decision.reason}\n"))
+        result = await asyncio.to_thread(self.scaler.act, decision)
+        if result.mail is not None:
+            self.unqueued.append(message(*result.mail))
             self.queue_unqueued()
-        else:
-            log.info("scale %s: nothing to do (%s)", decision.direction, line)
+        if not result.acted:
+            log.info("scale %s: nothing to do (%s)", decision.direction, result.line)
 
     def queue_unqueued(self) -> None:
         """Moves the mail kept in this process to the outbox, while Redis takes it."""
@@ -145,8 +144,8 @@ class Monitor:
             self.unqueued.pop(0)
 
     async def run(self, once: bool = False) -> None:
-        log.info("monitor: every %.0fs, %d rules, SMTP %s:%d", self.cfg.interval_seconds,
-                 len(self.cfg.rules), self.cfg.smtp.host, self.cfg.smtp.port)
+        log.info("monitor: every %.0fs, %d rules, SMTP %s", self.cfg.interval_seconds,
+                 len(self.cfg.rules), self.cfg.smtp.describe())
         while True:
             started = time.monotonic()
             try:

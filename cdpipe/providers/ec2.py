@@ -21,7 +21,6 @@ profile ``<project>-<environment>-scaler``, whose policy
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -41,7 +40,7 @@ from botocore.config import Config
 
 from cdpipe import scaler
 from cdpipe.config import Settings
-from cdpipe.errors import CdpipeError
+from cdpipe.errors import CdpipeError, ProviderRefused
 from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers import iam_policy
 from cdpipe.providers.base import Provider
@@ -135,8 +134,9 @@ def _aws_error(exc: Exception, doing: str) -> CdpipeError:
         code = exc.response.get("Error", {}).get("Code", "")
         msg = exc.response.get("Error", {}).get("Message", str(exc))
         if code in CAPACITY_ERRORS:
-            return CdpipeError(f"AWS refused {doing}: {code}: {msg}; try another instance "
-                               "type (CDPIPE_AWS_INSTANCE_TYPE) or subnet, or raise the limit")
+            return ProviderRefused(f"AWS refused {doing}: {code}: {msg}; try another "
+                                   "instance type (CDPIPE_AWS_INSTANCE_TYPE) or subnet, or "
+                                   "raise the limit")
         if code in ("AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId"):
             return CdpipeError(f"AWS rejected the credentials ({code}); check them")
         if code in DENIED:
@@ -640,12 +640,12 @@ class Ec2Provider(Provider):
             instances = [instance for instance, _ in self._live(self.describe())]
             created = [i for i in instances if i.id in created_ids]
             self.wait_for_ssh(created)
-        except CdpipeError:
-            self._cleanup(created_ids)
-            raise
+        except CdpipeError as exc:
+            raise type(exc)(f"{exc}{self._cleanup(created_ids)}") from None
         except Exception as exc:
-            self._cleanup(created_ids)
-            raise _aws_error(exc, "creating instances") from None
+            note = self._cleanup(created_ids)
+            error = _aws_error(exc, "creating instances")
+            raise type(error)(f"{error}{note}") from None
         state.instances = instances
         return created
 
@@ -736,10 +736,17 @@ class Ec2Provider(Provider):
             self.ec2.get_waiter("instance_terminated").wait(
                 InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
 
-    def _cleanup(self, ids: list[str]) -> None:
-        """Best effort, while the first error is being reported."""
-        with contextlib.suppress(Exception):
+    def _cleanup(self, ids: list[str]) -> str:
+        """Best effort, while the first error is being reported: terminates what this
+        call created; what to add to the error line about it."""
+        if not ids:
+            return ""
+        try:
             self._terminate_ids(ids)
+        except Exception as exc:
+            return (f"; the new instance(s) {', '.join(ids)} could NOT be terminated "
+                    f"({_error_code(exc) or exc}): `cdpipe down` or the EC2 console")
+        return f"; the new instance(s) {', '.join(ids)} were terminated"
 
     def terminate(self, state: State, instance: Instance) -> None:
         mine = {i["InstanceId"] for i in self.describe()}

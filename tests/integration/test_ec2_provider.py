@@ -359,7 +359,9 @@ def test_instances_whose_ssh_never_answers_are_removed(
         monkeypatch.setattr(provider, "_instance", on_loopback)
         state = State()
         with pytest.raises(CdpipeError, match=r"^i-\w+ at 127\.0\.0\.1: SSH did not "
-                                              r"answer within 1 s \(nor did 1 more\);"):
+                                              r"answer within 1 s \(nor did 1 more\);"
+                                              r".*; the new instance\(s\) i-\w+, i-\w+ "
+                                              r"were terminated$"):
             provider.ensure(state, {"prod": 1, "canary": 1})  # type: ignore[arg-type]
     assert tagged(ec2(), state.environment) == [] and state.instances == []
 

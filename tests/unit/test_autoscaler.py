@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cdpipe_host.keys import MONITOR_SCALE_LAST
-from monitoring.autoscaler import LAST_ACTION, NOTHING_TO_DO, Autoscaler, Decision
+from monitoring.autoscaler import LAST_ACTION, NOTHING_TO_DO, Autoscaler, Decision, Result
 from monitoring.config import Rule, Scaling
 
 COOLDOWN = 300.0
@@ -49,6 +49,16 @@ class FakeRedis:
     def set(self, key: str, value: str) -> bool:
         self.data[key] = str(value)
         return True
+
+    def hget(self, key: str, field: str) -> str | None:
+        return self.data.get(f"{key}/{field}")
+
+    def hset(self, key: str, field: str, value: str) -> int:
+        self.data[f"{key}/{field}"] = value
+        return 1
+
+    def hdel(self, key: str, field: str) -> int:
+        return 1 if self.data.pop(f"{key}/{field}", None) is not None else 0
 
 
 class ScaleCommand:
@@ -114,7 +124,8 @@ def test_no_decision_while_cooling_down_after_an_action(command: ScaleCommand) -
     decision = breach(a, HIGH, 2)[-1]
     assert decision is not None
     before = time.time()
-    assert a.act(decision) == (True, "scale out: exit 0")
+    assert a.act(decision) == Result(True, "scale out: exit 0", (
+        "[cdpipe] SCALE OUT: scale out: exit 0", f"scale out: exit 0\nWhy: {decision.reason}\n"))
     assert command.calls() == [["out", "--max", "4"]]
     assert before <= float(r.data[LAST_ACTION]) <= time.time()
     assert COOLDOWN - 5 < a.cooling_down() <= COOLDOWN
@@ -138,7 +149,8 @@ def test_a_failed_scale_command_also_starts_the_cooldown(command: ScaleCommand) 
     a = scaler(r, command.exiting(1))
     decision = breach(a, HIGH, 2)[-1]
     assert decision is not None
-    assert a.act(decision) == (True, "scale out FAILED: cannot scale out")
+    result = a.act(decision)
+    assert (result.acted, result.line) == (True, "scale out FAILED: cannot scale out")
     assert LAST_ACTION in r.data and a.cooling_down() > 0
     assert breach(a, HIGH, 3) == [None] * 3
 
@@ -149,7 +161,7 @@ def test_nothing_to_do_rests_that_direction_until_the_prod_count_changes(
     a = scaler(r, command.exiting(NOTHING_TO_DO), max_count=4)
     decision = breach(a, HIGH, 2, prod_count=4)[-1]
     assert decision is not None and decision.direction == "out"
-    assert a.act(decision) == (False, "scale out: exit 3")
+    assert a.act(decision) == Result(False, "scale out: exit 3")
     assert command.calls() == [["out", "--max", "4"]]
     # "Nothing to do" is not an action: no cooldown starts ...
     assert LAST_ACTION not in r.data and a.cooling_down() == 0.0
@@ -167,7 +179,7 @@ def test_nothing_to_do_in_rests_until_prod_grows(command: ScaleCommand) -> None:
     a = scaler(FakeRedis(), command.exiting(NOTHING_TO_DO))
     decision = breach(a, LOW, 2, prod_count=1)[-1]
     assert decision is not None and decision.direction == "in"
-    assert a.act(decision) == (False, "scale in: exit 3")
+    assert a.act(decision) == Result(False, "scale in: exit 3")
     assert breach(a, LOW, 10, prod_count=1) == [None] * 10
     decision = breach(a, LOW, 1, prod_count=2)[-1]
     assert decision is not None and decision.direction == "in"
@@ -177,11 +189,11 @@ def test_an_action_ends_every_rest(command: ScaleCommand) -> None:
     r = FakeRedis()
     a = scaler(r, command.exiting(NOTHING_TO_DO))
     resting = breach(a, LOW, 2, prod_count=2)[-1]
-    assert resting is not None and a.act(resting) == (False, "scale in: exit 3")
+    assert resting is not None and a.act(resting) == Result(False, "scale in: exit 3")
     assert breach(a, LOW, 3, prod_count=2) == [None] * 3  # "in" rests
     a.cfg.command = command.exiting(0)
     out = breach(a, HIGH, 2, prod_count=2)[-1]
-    assert out is not None and a.act(out)[0]
+    assert out is not None and a.act(out).acted
     r.set(LAST_ACTION, str(time.time() - COOLDOWN - 1))  # cooldown over
     # Same prod count as when "in" had nothing to do, yet the rest was cleared.
     decision = breach(a, LOW, 2, prod_count=2)[-1]

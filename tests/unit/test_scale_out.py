@@ -9,17 +9,19 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 import yaml
 
-from cdpipe import providers, secrets
+from cdpipe import cli, providers, secrets
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings
 from cdpipe.environment import Environment
-from cdpipe.errors import CdpipeError
+from cdpipe.errors import CdpipeError, ProviderRefused
 from cdpipe.model import ROLES, Instance, Role, machine_ports
 from cdpipe.providers.base import Provider
+from cdpipe.providers.ec2 import _aws_error
 from cdpipe.state import State
 
 COMMIT = "c0ffee" + "0" * 34
@@ -112,8 +114,12 @@ def test_a_failed_scale_playbook_removes_the_new_instance(
         raise CdpipeError("scale.yml failed on prod-2 at 'app : Wait for the new release'")
 
     monkeypatch.setattr(env, "_playbook", failing_playbook)
-    with pytest.raises(CdpipeError, match=r"scale\.yml failed on prod-2"):
+    with pytest.raises(CdpipeError) as failed:
         env.scale_out(max_count=4)
+    # What became of the instance comes first (the monitor mails this line).
+    assert str(failed.value) == (
+        "prod-2 did not become healthy: taken out of servers:prod and terminated. Why: "
+        "scale.yml failed on prod-2 at 'app : Wait for the new release'")
 
     assert calls == [
         ("create", "prod-2"),
@@ -164,3 +170,52 @@ def test_a_redis_error_in_the_rollback_still_removes_the_instance(
         env.scale_out(max_count=4)
     assert calls[-2:] == [("unregister", "prod-2"), ("terminate", "prod-2")]
     assert "prod-2" not in saved_ids(env)
+
+
+def test_an_instance_that_cannot_be_terminated_is_said_so(
+        env: Environment, calls: list[Call], monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_playbook(playbook: str, extra: dict[str, str],
+                         limit: str | None = None) -> PlaybookResult:
+        raise CdpipeError("scale.yml failed on prod-2")
+
+    def refuse(state: State, instance: Instance) -> None:
+        raise CdpipeError("AWS error while terminating prod-2: Throttling")
+
+    monkeypatch.setattr(env, "_playbook", failing_playbook)
+    monkeypatch.setattr(env.provider, "terminate", refuse)
+    with pytest.raises(CdpipeError) as failed:
+        env.scale_out(max_count=4)
+    assert str(failed.value).startswith(
+        "prod-2 did not become healthy and could NOT be terminated (AWS error while "
+        "terminating prod-2: Throttling); remove it by hand.")
+    assert "prod-2" in saved_ids(env)  # still recorded: `down` finds it
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (ProviderRefused("AWS refused creating instances: InsufficientInstanceCapacity: x"), 4),
+    (CdpipeError("prod-2 did not become healthy: taken out of servers:prod and "
+                 "terminated. Why: ..."), 1)])
+def test_scale_out_exits_4_when_aws_refuses_and_1_on_other_failures(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        error: CdpipeError, code: int) -> None:
+    class Refusing:
+        def scale_out(self, max_count: int) -> str:
+            raise error
+
+    monkeypatch.setattr(cli, "_env", lambda *a, **k: Refusing())
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["scale", "out", "--max", "3"])
+    assert exited.value.code == code
+    assert capsys.readouterr().err.strip() == f"error: {error}"
+
+
+@pytest.mark.parametrize(("aws_code", "refused"), [
+    ("InsufficientInstanceCapacity", True), ("InstanceLimitExceeded", True),
+    ("VcpuLimitExceeded", True), ("UnauthorizedOperation", False)])
+def test_capacity_and_limits_are_a_refusal_of_their_own(aws_code: str,
+                                                        refused: bool) -> None:
+    exc = botocore.exceptions.ClientError(
+        {"Error": {"Code": aws_code, "Message": "no"}}, "RunInstances")
+    error = _aws_error(exc, "creating instances")
+    assert isinstance(error, ProviderRefused) is refused
+    assert error.exit_code == (4 if refused else 1)
