@@ -2,18 +2,27 @@
 machine runs the scaler (cdpipe on that machine, credentials from the instance profile,
 its own SSH key) when prod's CPU stays above the rule, and again, to scale in, when it
 falls below; the control machine's state file is gone for the whole test and its
-cdpipe is not run."""
+cdpipe is not run. The breach's alert mail goes to a relay on the control machine's
+bridge address that requires STARTTLS and a login, stopped while the alert fires.
+Then Jenkins' post-build step, from a workspace with no ``.cdpipe``, deploys to the
+running environment instead of creating a second one."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
+import redis
 
+from cdpipe import PROJECT_ROOT
+from cdpipe.secrets import DEPLOY, LOCK
+from cdpipe_host.keys import MONITOR_OUTBOX
+from devkit.smtp_relay import SmtpRelay
 from tests.e2e.load import Load
 from tests.machines.conftest import MachinesEnv
 from tests.support import wait_until
@@ -54,6 +63,17 @@ def private_address(env: MachinesEnv, instance_id: str) -> str:
     return str(raw["Reservations"][0]["Instances"][0]["PrivateIpAddress"])
 
 
+def outbox_subjects(env: MachinesEnv, redis_host: str) -> list[str]:
+    """Subjects of the mail waiting in the monitor's outbox (read as admin)."""
+    password = (env.home / "secrets" / "redis_admin_password").read_text().strip()
+    r = redis.Redis(host=redis_host, port=6379, username="admin", password=password,
+                    decode_responses=True, socket_timeout=5)
+    try:
+        return [json.loads(raw)["subject"] for raw in r.lrange(MONITOR_OUTBOX, 0, -1)]
+    finally:
+        r.close()
+
+
 def record(figures: dict[str, float]) -> None:
     """The figures for bench/self_scaling.py and the README (CDPIPE_SELF_SCALING_FIGURES)."""
     path = os.environ.get("CDPIPE_SELF_SCALING_FIGURES")
@@ -65,43 +85,70 @@ def record(figures: dict[str, float]) -> None:
 def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
         deployed: MachinesEnv, tmp_path: Path) -> None:
     prod_commit = deployed.status()["deployed"]["prod"]
+    proxy = f"http://{deployed.address('proxy')}/"
+    prod, redis_host = deployed.address("prod"), deployed.address("redis")
     state = deployed.home / "state.json"
     environment = json.loads(state.read_text(encoding="utf-8"))["environment"]
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES, encoding="utf-8")
+    relay = SmtpRelay(tmp_path / "relay", host=deployed.rig.gateway)
+    relay.start()
+    mail = {"CDPIPE_SMTP_HOST": deployed.rig.gateway, "CDPIPE_SMTP_PORT": str(relay.port),
+            "CDPIPE_SMTP_SECURITY": "starttls", "CDPIPE_SMTP_USER": relay.user,
+            "CDPIPE_SMTP_PASSWORD": relay.password, "CDPIPE_SMTP_CA_FILE": str(relay.ca_file),
+            "CDPIPE_MAIL_TO": "oncall@cdpipe.invalid"}
     deployed.cdpipe("up", "--ref", prod_commit, "--monitor-interval", str(INTERVAL),
                     "--scale-cooldown", "20", "--scale-max", "2",
-                    "--monitor-rules", str(rules))
+                    "--monitor-rules", str(rules), env=deployed.env | mail)
     # From here on the control machine is out of the picture: no state file, no cdpipe.
-    state.rename(tmp_path / "state.json.away")
-    proxy = f"http://{deployed.address('proxy')}/"
-    prod = deployed.address("prod")
+    away = tmp_path / "state.json.away"
+    state.rename(away)
     assert autoscaled(deployed, environment) == {}
-    with Load(proxy, threads=1, max_seconds=1500, pause=0.1) as load:
-        burn_started = time.monotonic()
-        deployed.ssh(prod, BURN)
-        try:
-            wait_until(lambda: len(autoscaled(deployed, environment)) == 1, 600,
-                       "the monitor's scaler launching a prod instance")
-            new = next(iter(autoscaled(deployed, environment)))
-            launched = time.monotonic()
-            wait_until(lambda: any(s.instance == new and s.status == 200
-                                   for s in load.samples[-40:]), 900,
-                       f"{new} serving through the proxy")
-            serving = time.monotonic()
-        finally:
-            deployed.ssh(prod, "pkill -x yes || true", check=False)
-        burn_stopped = time.monotonic()
-        address = private_address(deployed, new)
-        version = deployed.ssh(prod, f"curl -sf http://{address}:8000/healthz")
-        assert json.loads(version)["version"] == prod_commit
-        wait_until(lambda: autoscaled(deployed, environment).get(new) == "terminated", 900,
-                   f"the monitor's scaler removing {new} once the CPU fell")
-        removed = time.monotonic()
-        last_served = max(s.finished for s in load.samples if s.instance == new)
-    assert load.failures() == [], load.failures()[:5]
-    assert len(load.samples) > 200
-    assert not state.exists()  # nobody wrote the control machine's state meanwhile
+    relay.stop()  # the relay is down while the alert fires
+    try:
+        with Load(proxy, threads=1, max_seconds=1500, pause=0.1) as load:
+            burn_started = time.monotonic()
+            deployed.ssh(prod, BURN)
+            try:
+                wait_until(lambda: any("prod-cpu" in subject for subject
+                                       in outbox_subjects(deployed, redis_host)), 300,
+                           "the prod-cpu alert mail waiting in the outbox")
+                relay.start()
+                wait_until(lambda: any("FIRING prod-cpu" in subject
+                                       for subject in relay.subjects()), 300,
+                           "the alert mail at the relay once it is back")
+                wait_until(lambda: len(autoscaled(deployed, environment)) == 1, 600,
+                           "the monitor's scaler launching a prod instance")
+                new = next(iter(autoscaled(deployed, environment)))
+                launched = time.monotonic()
+                wait_until(lambda: any(s.instance == new and s.status == 200
+                                       for s in load.samples[-40:]), 900,
+                           f"{new} serving through the proxy")
+                serving = time.monotonic()
+            finally:
+                deployed.ssh(prod, "pkill -x yes || true", check=False)
+            burn_stopped = time.monotonic()
+            address = private_address(deployed, new)
+            health = deployed.ssh(prod, f"curl -sf http://{address}:8000/healthz")
+            assert json.loads(health)["version"] == prod_commit
+            wait_until(lambda: autoscaled(deployed, environment).get(new) == "terminated",
+                       900, f"the monitor's scaler removing {new} once the CPU fell")
+            removed = time.monotonic()
+            last_served = max(s.finished for s in load.samples if s.instance == new)
+        assert load.failures() == [], load.failures()[:5]
+        assert len(load.samples) > 200
+        assert not state.exists()  # nobody wrote the control machine's state meanwhile
+        wait_until(lambda: any(subject.startswith("[cdpipe] SCALE IN")
+                               for subject in relay.subjects()), 120,
+                   "the scale-in mail at the relay")
+        subjects = relay.subjects()
+        assert any(subject.startswith("[cdpipe] SCALE OUT") for subject in subjects)
+        assert all(m.login == relay.user for m in relay.messages)
+        assert all(m.rcpt_tos == ["oncall@cdpipe.invalid"] for m in relay.messages)
+    finally:
+        relay.stop()
+        if not state.exists():
+            away.rename(state)  # the next tests' (the refresh corrects it from AWS)
     record({
         "breach_to_launch_s": round(launched - burn_started, 1),
         "breach_to_serving_s": round(serving - burn_started, 1),
@@ -112,3 +159,31 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
         "requests": len(load.samples),
         "failed_requests": len(load.failures()),
     })
+
+
+def test_the_post_build_step_from_a_fresh_workspace_deploys_to_the_running_environment(
+        deployed: MachinesEnv, tmp_path: Path) -> None:
+    """Jenkins' post-build step (`make pipeline`'s last stage) in a workspace with no
+    `.cdpipe/`: the environment's id and the secrets a deploy reads come from the job's
+    environment (credentials bindings), the rest from AWS tags."""
+    before = deployed.status()
+    environment = json.loads((deployed.home / "state.json").read_text())["environment"]
+    fresh = tmp_path / "workspace-home"
+    bindings = {f"CDPIPE_{name.upper()}": (deployed.home / "secrets" / name).read_text().strip()
+                for name in DEPLOY + LOCK}
+    env = deployed.env | bindings | {"CDPIPE_HOME": str(fresh),
+                                     "CDPIPE_AWS_ENVIRONMENT": environment,
+                                     "GIT_COMMIT": deployed.new}
+    out = subprocess.run([str(PROJECT_ROOT / "scripts" / "post_build")], env=env,
+                         capture_output=True, text=True, timeout=1800, check=False,
+                         cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"post-build: deploying {deployed.new} to aws" in out.stdout
+    assert "no state here: rebuilt environment" in out.stderr
+    after = deployed.status()
+    assert sorted(i["id"] for i in after["instances"]) == sorted(
+        i["id"] for i in before["instances"])  # no second environment
+    versions = {i["role"]: i["version"] for i in after["instances"]
+                if i["role"] in ("prod", "canary")}
+    assert versions == {"prod": deployed.new, "canary": deployed.new}
+    assert sorted(p.name for p in (fresh / "secrets").iterdir()) == sorted(DEPLOY + LOCK)
