@@ -6,6 +6,7 @@ import platform
 import time
 
 from bench import (
+    aws_calls,
     deploy_times,
     fault_table,
     instance_size,
@@ -13,6 +14,7 @@ from bench import (
     monitoring_bench,
     proxy_overhead,
     runtime_control,
+    self_scaling,
     settle_times,
 )
 from bench.scratch_env import bench_env
@@ -46,6 +48,8 @@ def main() -> None:
     fault_table.report()  # the fault suite, on its own environment (after this one is down)
     instance_size.report()  # a sandbox of its own, once the environment is down
     machine_times.report()  # its own environment, on the rig's machines
+    aws_calls.main()  # moto on 127.0.0.1
+    self_scaling.report()  # the self-scaling machine test, on a rig of its own
 
 
 if __name__ == "__main__":

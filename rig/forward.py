@@ -2,16 +2,24 @@
 127.0.0.1 (moto) through the bridge's gateway address, and only there.
 
 ``Forwarder(listen, target).start()`` serves in a thread of its own until ``stop()``;
-each connection is copied both ways until either side closes it.
+each connection is copied both ways until either side closes it. It counts the HTTP
+requests the machines send (``requests``: API calls by their ``Action``, and metadata
+reads), so a test can tell how many AWS calls the machines made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
+from collections import Counter
+from collections.abc import Callable
 
 BUFFER = 65536
+# A request line, and the Action of an EC2 query-API body (form-encoded).
+REQUEST_LINE = re.compile(rb"(GET|POST|PUT|HEAD|DELETE) (\S+) HTTP/1\.[01]\r\n")
+ACTION = re.compile(rb"(?:^|\r\n\r\n)Action=([A-Za-z0-9]+)")
 
 
 class Forwarder:
@@ -19,6 +27,26 @@ class Forwarder:
         self.listen, self.target = listen, target
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests forwarded so far: ``api`` (every API call) and ``api:<Action>``
+        by action, ``metadata`` (reads of the instance metadata stand-in)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def _count(self, data: bytes) -> None:
+        """Counts the request lines of a chunk, and the ``Action`` a form body starts
+        with (it may come in a chunk of its own, after the headers)."""
+        found: list[str] = []
+        for match in REQUEST_LINE.finditer(data):
+            found.append("metadata" if match.group(2).startswith(b"/latest/") else "api")
+        found += [f"api:{m.group(1).decode()}" for m in ACTION.finditer(data)]
+        if found:
+            with self._lock:
+                self._counts.update(found)
 
     def start(self) -> None:
         server = socket.create_server(self.listen, reuse_port=False)
@@ -56,12 +84,15 @@ class Forwarder:
         upstream.settimeout(None)
         client.settimeout(None)
         threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
-        _pipe(client, upstream)
+        _pipe(client, upstream, self._count)
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
+def _pipe(source: socket.socket, sink: socket.socket,
+          inspect: Callable[[bytes], None] | None = None) -> None:
     try:
         while data := source.recv(BUFFER):
+            if inspect is not None:
+                inspect(data)
             sink.sendall(data)
     except OSError:
         pass

@@ -116,6 +116,12 @@ def _git_daemon(base: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _forward(port: int, say: Any) -> Forwarder | None:
     """moto's port on the gateway address, once the bridge has it (None until then)."""
     forward = Forwarder((GATEWAY, port), ("127.0.0.1", port))
@@ -207,6 +213,8 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
                 git = _git_daemon(git_base)
             if (forward is None or not forward.running()) and machines.containers(names):
                 forward = _forward(port, say)
+            if forward is not None:
+                _write_json(rig_dir / "forwarded.json", forward.requests)
             time.sleep(1)
         say(f"rig {rig_id}: stopping ({stop['why']})")
     finally:
