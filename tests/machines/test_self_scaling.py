@@ -115,16 +115,17 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
     # From here on the control machine is out of the picture: no state file, no cdpipe.
     away = tmp_path / "state.json.away"
     state.rename(away)
-    assert autoscaled(deployed, environment) == {}
-    # Nothing changes: the monitor polls without calling AWS (a first scale-in decision
-    # after its restart, "nothing to do", may cost one describe: let it pass first).
-    time.sleep(INTERVAL * 4)
-    quiet_from = machine_calls(deployed)
-    time.sleep(INTERVAL * QUIET_POLLS)
-    quiet = calls_between(quiet_from, machine_calls(deployed))
-    assert quiet.get("api", 0) == 0, quiet
-    relay.stop()  # the relay is down while the alert fires
     try:
+        assert autoscaled(deployed, environment) == {}
+        # Nothing changes: the monitor polls without calling AWS (a first scale-in
+        # decision after its restart, "nothing to do", may cost one describe: let it
+        # pass first).
+        time.sleep(INTERVAL * 4)
+        quiet_from = machine_calls(deployed)
+        time.sleep(INTERVAL * QUIET_POLLS)
+        quiet = calls_between(quiet_from, machine_calls(deployed))
+        assert quiet.get("api", 0) == 0, quiet
+        relay.stop()  # the relay is down while the alert fires
         with Load(proxy, threads=1, max_seconds=1500, pause=0.1) as load:
             burn_started = time.monotonic()
             calls_from = machine_calls(deployed)
