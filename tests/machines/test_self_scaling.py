@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import redis
+import requests
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.secrets import DEPLOY, LOCK
@@ -151,8 +152,8 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
                 deployed.ssh(prod, "pkill -x yes || true", check=False)
             burn_stopped = time.monotonic()
             address = private_address(deployed, new)
-            health = deployed.ssh(prod, f"curl -sf http://{address}:8000/healthz")
-            assert json.loads(health)["version"] == prod_commit
+            health = requests.get(f"http://{address}:8000/healthz", timeout=10).json()
+            assert health["version"] == prod_commit
             wait_until(lambda: autoscaled(deployed, environment).get(new) == "terminated",
                        900, f"the monitor's scaler removing {new} once the CPU fell")
             removed = time.monotonic()
