@@ -22,7 +22,6 @@ profile ``<project>-<environment>-scaler``, whose policy
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -40,17 +39,17 @@ from botocore.config import Config
 
 from cdpipe import scaler
 from cdpipe.config import Settings
-from cdpipe.errors import CdpipeError, ProviderRefused
+from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers import iam_policy
+from cdpipe.providers.aws_errors import aws_error, error_code
 from cdpipe.providers.base import Provider
+from cdpipe.providers.scaler_profile import ScalerProfile
 from cdpipe.state import State
 
 PROXY_PORTS, REDIS_PORTS, APP_PORTS = (machine_ports(r) for r in ("proxy", "redis", "prod"))
 GROUPS = ("proxy", "app", "redis")
 ROLE_GROUP = {"proxy": "proxy", "redis": "redis", "prod": "app", "canary": "app"}
-CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InstanceLimitExceeded",
-                   "VcpuLimitExceeded", "InsufficientFreeAddressesInSubnet"}
 INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
 SCALER_DIR, SCALER_USER = f"{INSTANCE_DIR}/scaler", "cdpipe-scaler"  # roles/scaler
 ALIVE = ["pending", "running", "stopping", "stopped"]
@@ -65,10 +64,6 @@ FIRST_RETRY_DELAY = 2.0
 MAX_RETRY_DELAY = 15.0
 SSH_PROBE_SECONDS = 3.0  # one connection attempt while waiting for SSH
 SSH_NOTE_EVERY = 30.0    # a progress line this often while waiting
-# RunInstances may call a just-made instance profile invalid while IAM's change reaches
-# EC2 (eventual consistency): retried with backoff for this long.
-PROFILE_WAIT_SECONDS = 120.0
-DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 
 
 def new_environment_id() -> str:
@@ -98,12 +93,6 @@ def _tags(raw: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
 
 
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def ssh_answers(host: str, port: int, timeout: float) -> bool:
     """Whether an SSH server answers at host:port with its banner within ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -122,42 +111,6 @@ def ssh_answers(host: str, port: int, timeout: float) -> bool:
             return data.startswith(b"SSH-")
     except OSError:
         return False
-
-
-def _aws_error(exc: Exception, doing: str) -> CdpipeError:
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | (
-            botocore.exceptions.PartialCredentialsError)):
-        return CdpipeError("AWS credentials not found: set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (Jenkins: a credentials "
-                           "binding)")
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        msg = exc.response.get("Error", {}).get("Message", str(exc))
-        if code in CAPACITY_ERRORS:
-            return ProviderRefused(f"AWS refused {doing}: {code}: {msg}; try another "
-                                   "instance type (CDPIPE_AWS_INSTANCE_TYPE) or subnet, or "
-                                   "raise the limit")
-        if code in ("AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId"):
-            return CdpipeError(f"AWS rejected the credentials ({code}); check them")
-        if code in DENIED:
-            return CdpipeError(f"AWS refused {doing}: these credentials may not call "
-                               f"{exc.operation_name} ({code}); grant it to the user or role "
-                               "running cdpipe")
-        return CdpipeError(f"AWS error while {doing}: {code}: {msg}")
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return CdpipeError(f"cannot reach the EC2 endpoint ({exc}); check the region and "
-                           "AWS_ENDPOINT_URL")
-    return CdpipeError(f"AWS error while {doing}: {exc}")
-
-
-def _iam_error(exc: Exception, doing: str) -> CdpipeError:
-    """An IAM refusal names the permission the user running cdpipe lacks."""
-    if isinstance(exc, botocore.exceptions.ClientError) and _error_code(exc) in DENIED:
-        return CdpipeError(
-            f"AWS refused {doing}: the user running cdpipe lacks iam:{exc.operation_name} "
-            f"({_error_code(exc)}); grant it (with iam:PassRole on the role), see README "
-            "\"The scaler's IAM policy\"")
-    return _aws_error(exc, doing)
 
 
 def _tag(raw: dict[str, Any], key: str) -> str | None:
@@ -218,7 +171,7 @@ class Ec2Provider(Provider):
         try:
             raw = self.describe()
         except Exception as exc:
-            raise _aws_error(exc, "reading the environment's instances") from None
+            raise aws_error(exc, "reading the environment's instances") from None
         live = self._live(raw)
         state.instances = [instance for instance, _ in live]
         runs: dict[str, list[str]] = {}  # role -> its instances' commits, launch order
@@ -303,7 +256,7 @@ class Ec2Provider(Provider):
         try:
             self.ec2.describe_availability_zones()
         except Exception as exc:
-            raise _aws_error(exc, "checking access") from None
+            raise aws_error(exc, "checking access") from None
 
     def _admin_cidr(self) -> str:
         cidr = self.settings.aws_admin_cidr
@@ -329,7 +282,7 @@ class Ec2Provider(Provider):
                 Filters=[{"Name": "name", "Values": [self.settings.aws_ami_name_filter]},
                          {"Name": "state", "Values": ["available"]}])["Images"]
         except Exception as exc:
-            raise _aws_error(exc, "looking up the AMI") from None
+            raise aws_error(exc, "looking up the AMI") from None
         if not images:
             raise CdpipeError(
                 f"no AMI named {self.settings.aws_ami_name_filter!r} owned by "
@@ -447,7 +400,7 @@ class Ec2Provider(Provider):
                               "not found; run `cdpipe provision --provider aws`")
         return ids
 
-    # -- the scaler's instance profile (what the monitor on the proxy machine uses) ----
+    # -- the scaler's instance profile (cdpipe.providers.scaler_profile) ---------------
     def scaler_name(self) -> str:
         return iam_policy.scaler_name(self.settings.aws_project, self._env_id())
 
@@ -457,129 +410,15 @@ class Ec2Provider(Provider):
             self.settings.aws_project, self._env_id(), str(self.region),
             self.key_pair_name(), self.settings.aws_ami_ssm_parameter, partition)
 
-    def _iam_tags(self) -> list[dict[str, str]]:
-        return [{"Key": k, "Value": v} for k, v in self.tags().items()]
-
-    def _is_mine(self, tags: list[dict[str, str]]) -> bool:
-        have = {t["Key"]: t["Value"] for t in tags}
-        return all(have.get(k) == self.tags()[k] for k in ("Project", "Environment"))
+    def scaler_profile(self) -> ScalerProfile:
+        return ScalerProfile(self.iam, self.ec2, self.scaler_name(), self.tags(),
+                             self.scaler_policy, self.show)
 
     def ensure_scaler_profile(self) -> str:
-        """Role ``<project>-<env>-scaler`` (trusted by EC2) with the scaler's policy inline,
-        and an instance profile of the same name holding it; idempotent, tagged. The
-        policy is written again each time, so a changed policy reaches the machines."""
-        name = self.scaler_name()
-        doing = f"creating the scaler's role and instance profile {name}"
-        try:
-            try:
-                role = self.iam.get_role(RoleName=name)["Role"]
-                if not self._is_mine(role.get("Tags", [])):
-                    raise CdpipeError(f"IAM role {name} exists but does not carry the tags of "
-                                      f"{self._env_id()}; remove or rename it")
-            except botocore.exceptions.ClientError as exc:
-                if _error_code(exc) != "NoSuchEntity":
-                    raise
-                self.iam.create_role(
-                    RoleName=name, AssumeRolePolicyDocument=json.dumps(iam_policy.EC2_TRUST),
-                    Description=f"cdpipe {self._env_id()}: the monitor's scaling",
-                    Tags=self._iam_tags())
-                self.show(f"created IAM role and instance profile {name} (the proxy's "
-                          "credentials for scaling; `cdpipe iam-policy` prints its policy)")
-            self.iam.put_role_policy(RoleName=name, PolicyName=name,
-                                     PolicyDocument=json.dumps(self.scaler_policy()))
-            try:
-                profile = self.iam.get_instance_profile(
-                    InstanceProfileName=name)["InstanceProfile"]
-            except botocore.exceptions.ClientError as exc:
-                if _error_code(exc) != "NoSuchEntity":
-                    raise
-                profile = self.iam.create_instance_profile(
-                    InstanceProfileName=name, Tags=self._iam_tags())["InstanceProfile"]
-            if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
-                self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-            self.iam.get_waiter("instance_profile_exists").wait(
-                InstanceProfileName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
-        except CdpipeError:
-            raise
-        except Exception as exc:
-            raise _iam_error(exc, doing) from None
-        return name
-
-    def _attach_profile(self, raw_proxies: list[dict[str, Any]], profile: str) -> None:
-        """A proxy made before the scaler existed (or without it) gets the profile."""
-        for raw in raw_proxies:
-            if raw.get("IamInstanceProfile"):
-                continue
-            iid = raw["InstanceId"]
-            self.show(f"{iid} (proxy): associating instance profile {profile}")
-            self._retry_profile(lambda iid=iid: self.ec2.associate_iam_instance_profile(
-                IamInstanceProfile={"Name": profile}, InstanceId=iid), profile)
-
-    def _retry_profile(self, call: Any, profile: str) -> Any:
-        """``call()``, retried with backoff while EC2 does not see the new profile yet."""
-        deadline = time.monotonic() + PROFILE_WAIT_SECONDS
-        delay = FIRST_RETRY_DELAY
-        while True:
-            try:
-                return call()
-            except botocore.exceptions.ClientError as exc:
-                message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-                if _error_code(exc) in DENIED:
-                    raise CdpipeError(
-                        f"AWS refused {exc.operation_name} with instance profile {profile} "
-                        f"({_error_code(exc)}): the user running cdpipe needs "
-                        f"ec2:{exc.operation_name} and iam:PassRole on role {profile}") from None
-                if (_error_code(exc) != "InvalidParameterValue"
-                        or "instanceprofile" not in message.replace(" ", "")):
-                    raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CdpipeError(
-                        f"EC2 still calls instance profile {profile} invalid after "
-                        f"{PROFILE_WAIT_SECONDS:.0f} s; run `cdpipe provision` again") from None
-                wait = min(delay, remaining)
-                self.show(f"instance profile {profile} is not visible to EC2 yet (IAM is "
-                          f"eventually consistent); retrying in {wait:.0f} s")
-                time.sleep(wait)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+        return self.scaler_profile().ensure()
 
     def remove_scaler_profile(self) -> list[str]:
-        """Deletes this environment's profile, role policy and role (found by name, and
-        only when the role carries the environment's tags); gone ones are skipped."""
-        name = self.scaler_name()
-        removed: list[str] = []
-
-        def gone(call: Any, **kwargs: Any) -> bool:
-            try:
-                call(**kwargs)
-                return True
-            except botocore.exceptions.ClientError as exc:
-                if _error_code(exc) == "NoSuchEntity":
-                    return False
-                raise
-        try:
-            try:
-                role = self.iam.get_role(RoleName=name)["Role"]
-            except botocore.exceptions.ClientError as exc:
-                if _error_code(exc) != "NoSuchEntity":
-                    raise
-                role = None
-            if role is not None and not self._is_mine(role.get("Tags", [])):
-                self.show(f"IAM role {name} does not carry the tags of {self._env_id()}; "
-                          "left as it is")
-                return removed
-            gone(self.iam.remove_role_from_instance_profile, InstanceProfileName=name,
-                 RoleName=name)
-            if gone(self.iam.delete_instance_profile, InstanceProfileName=name):
-                removed.append(f"instance profile {name}")
-            if role is not None:
-                gone(self.iam.delete_role_policy, RoleName=name, PolicyName=name)
-                if gone(self.iam.delete_role, RoleName=name):
-                    removed.append(f"role {name}")
-        except Exception as exc:
-            raise _iam_error(exc, f"removing the scaler's role and instance profile {name}"
-                             ) from None
-        return removed
+        return self.scaler_profile().remove()
 
     # -- instances --------------------------------------------------------------------
     def describe(self, role: str | None = None) -> list[dict[str, Any]]:
@@ -624,7 +463,7 @@ class Ec2Provider(Provider):
             alive = self.describe()  # one call, grouped by the Role tag
             existing = {role: [r for r in alive if _tag(r, "Role") == role] for role in ROLES}
             if profile:
-                self._attach_profile(existing["proxy"], profile)
+                self.scaler_profile().attach(existing["proxy"])
             missing = {role: wanted.get(role, 0) - len(existing[role]) for role in ROLES}
             if any(n > 0 for n in missing.values()):
                 ami = self.find_ami()
@@ -644,7 +483,7 @@ class Ec2Provider(Provider):
             raise type(exc)(f"{exc}{self._cleanup(created_ids)}") from None
         except Exception as exc:
             note = self._cleanup(created_ids)
-            error = _aws_error(exc, "creating instances")
+            error = aws_error(exc, "creating instances")
             raise type(error)(f"{error}{note}") from None
         state.instances = instances
         return created
@@ -709,7 +548,7 @@ class Ec2Provider(Provider):
             args["UserData"] = user_data
         if profile:
             args["IamInstanceProfile"] = {"Name": profile}
-            launched = self._retry_profile(lambda: self.ec2.run_instances(**args), profile)
+            launched = self.scaler_profile().retry(lambda: self.ec2.run_instances(**args))
         else:
             launched = self.ec2.run_instances(**args)
         return str(launched["Instances"][0]["InstanceId"])
@@ -745,7 +584,7 @@ class Ec2Provider(Provider):
             self._terminate_ids(ids)
         except Exception as exc:
             return (f"; the new instance(s) {', '.join(ids)} could NOT be terminated "
-                    f"({_error_code(exc) or exc}): `cdpipe down` or the EC2 console")
+                    f"({error_code(exc) or exc}): `cdpipe down` or the EC2 console")
         return f"; the new instance(s) {', '.join(ids)} were terminated"
 
     def terminate(self, state: State, instance: Instance) -> None:
@@ -756,7 +595,7 @@ class Ec2Provider(Provider):
         try:
             self._terminate_ids([instance.id])
         except Exception as exc:
-            raise _aws_error(exc, f"terminating {instance.id}") from None
+            raise aws_error(exc, f"terminating {instance.id}") from None
         state.instances = [i for i in state.instances if i.id != instance.id]
 
     def destroy_all(self, state: State) -> list[str]:
@@ -789,7 +628,7 @@ class Ec2Provider(Provider):
         except CdpipeError:
             raise
         except Exception as exc:
-            raise _aws_error(exc, "removing the environment") from None
+            raise aws_error(exc, "removing the environment") from None
         for what in self.remove_scaler_profile():  # once no instance holds it
             self.show(f"deleted {what}")
         return ids
@@ -805,7 +644,7 @@ class Ec2Provider(Provider):
                 self.ec2.delete_security_group(GroupId=group_id)
                 return
             except botocore.exceptions.ClientError as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code == "InvalidGroup.NotFound":
                     return  # gone already
                 if code != "DependencyViolation":
@@ -869,7 +708,7 @@ class Ec2Provider(Provider):
                 {"Key": f"{OPTION_TAG_PREFIX}{name}", "Value": str(value)}
                 for name, value in state.options.items()])
         except Exception as exc:
-            raise _aws_error(exc, "tagging the proxy with the options") from None
+            raise aws_error(exc, "tagging the proxy with the options") from None
 
     def record_deployed(self, state: State) -> None:
         """Tags each app instance with the commit it now runs (``Commit``): the AWS
@@ -881,4 +720,4 @@ class Ec2Provider(Provider):
                     self.ec2.create_tags(Resources=ids,
                                          Tags=[{"Key": COMMIT_TAG, "Value": commit}])
         except Exception as exc:
-            raise _aws_error(exc, "tagging the instances with the deployed commit") from None
+            raise aws_error(exc, "tagging the instances with the deployed commit") from None

@@ -23,7 +23,7 @@ import requests
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers import ec2 as ec2_module
+from cdpipe.providers import scaler_profile
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
@@ -279,7 +279,7 @@ class NotYetVisible:
 
 def test_a_profile_ec2_does_not_see_yet_is_retried_then_given_up_in_one_line(
         moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ec2_module, "FIRST_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(scaler_profile, "FIRST_RETRY_DELAY", 0.05)
     provider = Ec2Provider(Settings())
     lines: list[str] = []
     provider.show = lines.append
@@ -292,7 +292,7 @@ def test_a_profile_ec2_does_not_see_yet_is_retried_then_given_up_in_one_line(
     assert len(retries) == 2 and provider.scaler_name() in retries[0]
 
     provider.destroy_all(state)
-    monkeypatch.setattr(ec2_module, "PROFILE_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(scaler_profile, "PROFILE_WAIT_SECONDS", 0.2)
     monkeypatch.setattr(provider.ec2, "run_instances", NotYetVisible(provider.ec2, 10**6))
     with pytest.raises(CdpipeError, match=r"still calls instance profile .* invalid after "):
         provider.ensure(state, {"proxy": 1})  # type: ignore[dict-item]

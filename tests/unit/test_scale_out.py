@@ -20,8 +20,8 @@ from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError, ProviderRefused
 from cdpipe.model import ROLES, Instance, Role, machine_ports
+from cdpipe.providers.aws_errors import aws_error
 from cdpipe.providers.base import Provider
-from cdpipe.providers.ec2 import _aws_error
 from cdpipe.state import State
 
 COMMIT = "c0ffee" + "0" * 34
@@ -216,6 +216,6 @@ def test_capacity_and_limits_are_a_refusal_of_their_own(aws_code: str,
                                                         refused: bool) -> None:
     exc = botocore.exceptions.ClientError(
         {"Error": {"Code": aws_code, "Message": "no"}}, "RunInstances")
-    error = _aws_error(exc, "creating instances")
+    error = aws_error(exc, "creating instances")
     assert isinstance(error, ProviderRefused) is refused
     assert error.exit_code == (4 if refused else 1)
