@@ -52,7 +52,8 @@ def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> No
                 "cdpipe_python", "cdpipe_instance_dir", "proxy_dir", "proxy_backend",
                 "proxy_controller_config", "proxy_deployer_config", "proxy_canary_weight",
                 "cdpipe_redis_port",
-                "app_keep_releases", "cdpipe_install_packages", "cdpipe_provider"):
+                "app_keep_releases", "cdpipe_install_packages", "cdpipe_provider",
+                "monitor_scale_command"):
         assert group_vars[key] == generated[key], key
 
 
