@@ -154,11 +154,13 @@ def test_operator_flips_a_flag_with_redis_cli_through_an_ssh_tunnel(
 
 @pytest.mark.parametrize(("role", "users"), [
     ("canary", {"app"}), ("prod", {"app"}), ("redis", set()),
-    ("proxy", {"controller", "deployer", "monitor"})])
+    ("proxy", {"controller", "deployer", "monitor", "app"})])
 def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, role: str,
                                                        users: set[str]) -> None:
     """The canary machine holds no credential that may write servers:* (only the app
-    user's); Redis' machine holds hashes only; the deployer's file is root's."""
+    user's); Redis' machine holds hashes only; the deployer's file is root's. The proxy
+    machine's scaler holds the app's password too (scale.yml writes it on the machines
+    it creates), readable by the scaler's user only; never the admin's or operator's."""
     found = set()
     for user in ("admin", "operator", "deployer", "controller", "monitor", "app"):
         hit = deployed.ssh(deployed.address(role), (
@@ -172,6 +174,12 @@ def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, ro
         owner = deployed.ssh(deployed.address(role),
                              "sudo stat -c '%U %a' /opt/cdpipe/haproxy/deployer.json")
         assert owner.strip() == "root 600"
+        scaler = deployed.ssh(deployed.address(role), (
+            "sudo stat -c '%n %U %a' /opt/cdpipe/scaler/home "
+            "/opt/cdpipe/scaler/home/secrets/redis_app_password"))
+        assert scaler.split() == ["/opt/cdpipe/scaler/home", "cdpipe-scaler", "700",
+                                  "/opt/cdpipe/scaler/home/secrets/redis_app_password",
+                                  "cdpipe-scaler", "600"]
 
 
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:

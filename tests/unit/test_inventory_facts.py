@@ -4,6 +4,7 @@ hand for people who use the roles without cdpipe, must agree with it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,19 @@ def test_the_inventory_urls_are_the_cli_urls(user: str, password: str) -> None:
     ("monitor", "monitor_redis_url", "monitor")])
 def test_each_role_connects_as_its_own_user(role: str, variable: str, user: str) -> None:
     assert role_defaults(role)[variable] == "{{ cdpipe_redis_urls['" + user + "'] }}"
+
+
+def test_the_aws_inventory_reads_every_option_up_keeps() -> None:
+    """`cdpipe up`'s options live as tags of the proxy (cdpipe:option:<name>): the
+    laptop's inventory composes each back, so its converge changes nothing either."""
+    import inspect
+
+    from cdpipe import cli
+    from cdpipe.providers.ec2 import OPTION_TAG_PREFIX
+
+    kept = set(re.findall(r'options\["(\w+)"\]', inspect.getsource(cli.up)))
+    assert kept  # the options of `cdpipe up`, as it records them
+    compose = yaml.safe_load(
+        (PROJECT_ROOT / "inventory" / "aws_ec2.yml").read_text(encoding="utf-8"))["compose"]
+    assert {name: compose.get(name) for name in kept} == {
+        name: f"tags['{OPTION_TAG_PREFIX}{name}']" for name in kept}
