@@ -144,15 +144,16 @@ def test_the_role_writes_the_relay_and_never_the_password() -> None:
 
 
 def render_group_vars(environ: dict[str, str]) -> dict[str, Any]:
-    """The monitor_* variables of inventory/group_vars/all.yml (the AWS plugin path),
-    rendered with Jinja and an env lookup over ``environ``."""
+    """The mail variables of inventory/group_vars/all.yml (the AWS plugin path: its
+    monitor_smtp_* and monitor_mail_*), rendered with Jinja and an env lookup over
+    ``environ``."""
     raw = yaml.safe_load((PROJECT_ROOT / "inventory/group_vars/all.yml").read_text())
     env = jinja2.Environment()
     env.globals["lookup"] = lambda kind, name: environ.get(name, "")
     env.filters["trim"] = str.strip
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if key.startswith("monitor_"):
+        if key.startswith(("monitor_smtp_", "monitor_mail_")):
             rendered = env.from_string(str(value)).render().strip()
             out[key] = yaml.safe_load(rendered) if rendered.startswith("[") or \
                 rendered.isdigit() else rendered
