@@ -205,6 +205,9 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
         relay.stop()
         if not state.exists():
             away.rename(state)  # the next tests' (the refresh corrects it from AWS)
+        # The suite's setting again: the monitor keeps prod at one instance (the next
+        # test stops prod's machine and expects no other prod).
+        deployed.cdpipe("up", "--ref", prod_commit, "--scale-max", "1")
     record({
         "breach_to_launch_s": round(launched - burn_started, 1),
         "breach_to_serving_s": round(serving - burn_started, 1),
