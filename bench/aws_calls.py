@@ -16,14 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import requests
 
 from cdpipe import cli
 from cdpipe.config import Settings
 from cdpipe.environment import Environment
+from devkit.aws_calls import Calls
 from devkit.ports import free_port
 
 XENIAL = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"  # one of moto's AMIs
@@ -52,28 +51,6 @@ def moto_server(timeout: float = 30) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-class Calls:
-    """Names of the AWS API calls of every boto3 client made from now on."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        real = boto3.session.Session.client
-
-        def client(session: Any, *args: Any, **kwargs: Any) -> Any:
-            made = real(session, *args, **kwargs)
-            made.meta.events.register("before-call.*.*", self._count)
-            return made
-        boto3.session.Session.client = client  # type: ignore[method-assign]
-
-    def _count(self, event_name: str, **kwargs: Any) -> None:
-        self.names.append(event_name.rsplit(".", 1)[-1])
-
-    def during(self, action: Any) -> Counter[str]:
-        self.names.clear()
-        action()
-        return Counter(self.names)
 
 
 def status(home: Path) -> None:

@@ -25,6 +25,7 @@ from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.providers.ec2 import OPTION_TAG_PREFIX
 from cdpipe.secrets import DEPLOY, LOCK, NAMES
+from devkit.aws_calls import Calls
 from tests.integration.test_ec2_provider import cli as run_cli
 from tests.integration.test_ec2_provider import (
     ec2,
@@ -255,28 +256,11 @@ def test_an_option_too_long_for_a_tag_is_refused_before_anything(
     assert playbooks.runs == [] and tagged(ec2(), ENV_ID) == []
 
 
-class Calls:
-    """Counts the AWS API calls of every botocore client made while it is installed."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.names: list[str] = []
-        real = boto3.session.Session.client
-
-        def client(session: Any, *args: Any, **kwargs: Any) -> Any:
-            made = real(session, *args, **kwargs)
-            made.meta.events.register("before-call.*.*", self._count)
-            return made
-        monkeypatch.setattr(boto3.session.Session, "client", client)
-
-    def _count(self, event_name: str, **kwargs: Any) -> None:
-        self.names.append(event_name.rsplit(".", 1)[-1])
-
-
 def test_status_and_a_refresh_cost_one_describe_instances(
         shared: None, tmp_path: Path, playbooks: Playbooks,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     up_in(tmp_path / "a", playbooks)
-    calls = Calls(monkeypatch)
+    calls = Calls(monkeypatch.setattr)
     for home in (tmp_path / "a", tmp_path / "fresh"):  # a cache, and none
         monkeypatch.setenv("CDPIPE_HOME", str(home))
         calls.names.clear()
