@@ -312,6 +312,28 @@ def iam_policy_cmd(environment: EnvOpt = None) -> None:
 
 
 @app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8099,
+    host: Annotated[str, typer.Option(
+        help="address to listen on (default: this machine only)")] = "127.0.0.1",
+) -> None:
+    """Serve the live dashboard: instances, traffic, canary, flags, alerts; actions
+    after the operator's login. Runs until Ctrl-C."""
+    from cdpipe.dashboard.server import serve
+
+    env = _env(None, show=_note)
+    if not env.state.instances:
+        raise CdpipeError("no environment is up here; run `cdpipe up` first")
+
+    def ready(url: str) -> None:
+        console.print(f"dashboard: {url}   (actions: log in with the operator's password, "
+                      f"{env.settings.secrets_dir / redis_users.password_name(redis_users.OPERATOR)};"
+                      " Ctrl-C stops it)", markup=False, soft_wrap=True)
+
+    serve(env, host, port, ready)
+
+
+@app.command()
 def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Stop and remove every instance cdpipe created, leaving nothing running."""
     removed = _env(provider, environment).down()

@@ -126,6 +126,12 @@ class Environment:
                     self._reload()  # an actor elsewhere acted meanwhile
                 yield
 
+    def reread(self) -> None:
+        """The state as the file and the provider hold it now (another command, or the
+        monitor's scale action, may have changed it): what a long-running reader such as
+        the dashboard calls."""
+        self._reload()
+
     def _reload(self) -> None:
         self.state = state_mod.load(self.settings.state_file)
         self.provider.attach(self.state, self.requested_environment)

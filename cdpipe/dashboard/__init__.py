@@ -1,0 +1,11 @@
+"""``cdpipe dashboard``: one page that shows production live and steers flags and the
+canary through the same functions as the CLI (``cdpipe.runtime_control``,
+``cdpipe canary promote|rollback``).
+
+- ``server``: the aiohttp application (page, JSON, Server-Sent Events, actions);
+- ``live``: keyspace notifications of the environment's Redis pushed to every page;
+- ``view``: what the page shows, read from Redis, the state and HAProxy, by section;
+- ``traffic``: requests and 5xx per second from HAProxy's counters;
+- ``sessions``: the operator's login (session cookie and CSRF token);
+- ``jobs``: promote and rollback, run as the CLI runs them, one at a time.
+"""

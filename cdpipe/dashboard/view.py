@@ -1,0 +1,121 @@
+"""What the page shows, by section, each read in one go from the environment's Redis
+(as the operator), the state (instances, roles, deployed commits) and the monitor's
+records. A keyspace notification names the sections it changes (``sections_of``), so a
+flag flip re-reads the flags only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from cdpipe import runtime_control, runtime_records
+from cdpipe.env_lock import holder
+from cdpipe.state import State
+from cdpipe_host.keys import (
+    CANARY_PREFIX,
+    DEPLOY_HISTORY,
+    ENV_LOCK,
+    FLAG_PREFIX,
+    MONITOR_ALERT_HISTORY,
+    MONITOR_ALERTS,
+    MONITOR_CANARY_VERDICT,
+    MONITOR_SAMPLES,
+    MONITOR_SCALE_EVENTS,
+    SERVERS_PREFIX,
+)
+
+SECTIONS = ("instances", "flags", "canary", "alerts", "scale", "deploys", "lock")
+HISTORY = 20  # entries of each history the page lists
+
+# Sections whose instances or commits a change may have moved: the state is read again.
+STATE_SECTIONS = frozenset({"instances"})
+
+
+def sections_of(key: str) -> set[str]:
+    """The sections a change of ``key`` touches (none for keys the page does not show,
+    such as the monitor's outbox)."""
+    if key.startswith(FLAG_PREFIX):
+        return {"flags"}
+    if key.startswith(CANARY_PREFIX) or key == MONITOR_CANARY_VERDICT:
+        return {"canary"}
+    if key == MONITOR_SAMPLES or key.startswith(SERVERS_PREFIX):
+        return {"instances"}
+    if key in (MONITOR_ALERTS, MONITOR_ALERT_HISTORY):
+        return {"alerts"}
+    if key == MONITOR_SCALE_EVENTS:
+        return {"scale", "instances"}
+    if key == DEPLOY_HISTORY:
+        return {"deploys", "instances", "canary"}
+    if key == ENV_LOCK:
+        return {"lock"}
+    return set()
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def instances(r: redis.Redis, state: State) -> list[dict[str, Any]]:
+    """Every instance of the state with its commit (the one deployed to its role), the
+    monitor's recent CPU and memory samples and its health as the monitor's last poll
+    saw it (None before the monitor polled it)."""
+    samples = runtime_records.read_samples(r)
+    rows = []
+    for inst in state.instances:
+        sample = samples.get(inst.id, {})
+        polls = sample.get("t") or []
+        rows.append({
+            "id": inst.id, "role": inst.role, "address": inst.internal_address,
+            "autoscaled": inst.autoscaled,
+            "commit": state.deployed.get(inst.role),
+            "healthy": sample.get("ok") if polls else None,
+            "error": sample.get("error") or "",
+            "t": polls,
+            "cpu": [_finite(v) for v in sample.get("cpu") or []],
+            "mem": [_finite(v) for v in sample.get("mem") or []],
+        })
+    return rows
+
+
+def flags(r: redis.Redis) -> dict[str, str]:
+    return runtime_control.read_flags(r)
+
+
+def canary(r: redis.Redis, state: State) -> dict[str, Any]:
+    weight, alert = runtime_control.read_canary(r)
+    return {"weight": weight, "alert": alert, "verdict": runtime_records.read_verdict(r),
+            "commit": state.deployed.get("canary"), "prod_commit": state.deployed.get("prod")}
+
+
+def alerts(r: redis.Redis) -> dict[str, Any]:
+    return {"active": runtime_records.read_alerts(r),
+            "history": runtime_records.read_alert_history(r, HISTORY)}
+
+
+def lock(r: redis.Redis) -> dict[str, Any] | None:
+    try:
+        held = holder(r)
+    except redis.exceptions.NoPermissionError:
+        return None
+    if held is None:
+        return None
+    return {"owner": held.owner,
+            "seconds_left": None if held.seconds_left is None else math.ceil(held.seconds_left)}
+
+
+def read(r: redis.Redis, state: State, wanted: Iterable[str]) -> dict[str, Any]:
+    """The wanted sections, by name. RedisError goes up."""
+    readers: dict[str, Callable[[], Any]] = {
+        "instances": lambda: instances(r, state),
+        "flags": lambda: flags(r),
+        "canary": lambda: canary(r, state),
+        "alerts": lambda: alerts(r),
+        "scale": lambda: runtime_records.read_scale_events(r, HISTORY),
+        "deploys": lambda: runtime_records.read_deploys(r, HISTORY),
+        "lock": lambda: lock(r),
+    }
+    return {name: readers[name]() for name in wanted if name in readers}
+
