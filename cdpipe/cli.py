@@ -325,10 +325,11 @@ def dashboard(
     if not env.state.instances:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
 
+    password_file = env.settings.secrets_dir / redis_users.password_name(redis_users.OPERATOR)
+
     def ready(url: str) -> None:
         console.print(f"dashboard: {url}   (actions: log in with the operator's password, "
-                      f"{env.settings.secrets_dir / redis_users.password_name(redis_users.OPERATOR)};"
-                      " Ctrl-C stops it)", markup=False, soft_wrap=True)
+                      f"{password_file}; Ctrl-C stops it)", markup=False, soft_wrap=True)
 
     serve(env, host, port, ready)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -350,8 +351,10 @@ def serve(env: Environment, host: str, port: int, ready: Callable[[str], None]) 
                               "another with --port") from None
         shown_host = f"[{host}]" if ":" in host else host
         ready(f"http://{shown_host}:{port}/")
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
