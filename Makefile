@@ -18,9 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt app/requirements.txt pyproject.t
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+# The whole local pipeline, then the live dashboard in the foreground (Ctrl-C stops the
+# dashboard only; `make down` removes the environment).
+DASHBOARD_PORT ?= 8099
 demo: setup
 	scripts/bootstrap
 	$(BIN)/cdpipe up
+	$(BIN)/cdpipe dashboard --port $(DASHBOARD_PORT)
 
 test: setup
 	scripts/bootstrap

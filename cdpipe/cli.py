@@ -133,6 +133,8 @@ def up(
     console.print(f"        {hint} SET {flag_key('hiddenfeature')} on", markup=False,
                   soft_wrap=True)
     console.print(f"        {_cdpipe_command()} status", markup=False)
+    console.print(f"        {_cdpipe_command()} dashboard   # live page: http://127.0.0.1:8099/",
+                  markup=False)
     console.print(f"  ansible-playbook -i {inv} playbooks/site.yml   # converge from a laptop",
                   markup=False, soft_wrap=True)
 

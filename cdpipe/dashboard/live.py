@@ -60,10 +60,11 @@ class Hub:
         for queue in list(self.clients):
             try:
                 queue.put_nowait(message)
-            except asyncio.QueueFull:  # too slow: it reconnects and starts afresh
-                self.clients.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+            except asyncio.QueueFull:  # too slow: its stream ends, the page reconnects
+                self.clients.discard(queue)  # and starts afresh from the latest
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
         return True
 
     def join(self) -> asyncio.Queue[bytes | None]:

@@ -1,0 +1,147 @@
+"""The dashboard's pieces that need no server: the operator's sessions, the traffic
+rates from HAProxy's counters, which sections a key's change touches, and the hub that
+fans sections out to the open pages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cdpipe.dashboard import sessions as sessions_mod
+from cdpipe.dashboard.live import QUEUE_FRAMES, Hub
+from cdpipe.dashboard.sessions import Sessions
+from cdpipe.dashboard.traffic import Reading, TrafficMeter
+from cdpipe.dashboard.view import SECTIONS, sections_of
+from cdpipe_host.haproxy import ServerStats
+
+
+def stats(name: str, responses: int, errors: int = 0, status: str = "UP") -> ServerStats:
+    return ServerStats(name=name, status=status, weight=100, sessions=0,
+                       responses=responses, errors_5xx=errors)
+
+
+# -- sessions ------------------------------------------------------------------------
+def test_only_the_operators_password_opens_a_session() -> None:
+    book = Sessions("s3cret")
+    assert book.login("wrong") is None
+    assert book.login("") is None
+    session_id = book.login("s3cret")
+    assert session_id is not None and len(session_id) >= 40
+    assert book.get(session_id) is not None
+
+
+def test_no_password_file_means_no_login_at_all() -> None:
+    assert Sessions(None).login("") is None
+    assert Sessions("").login("") is None
+
+
+def test_an_action_needs_the_sessions_own_csrf_token() -> None:
+    book = Sessions("pw")
+    first, second = book.login("pw"), book.login("pw")
+    assert first and second
+    token = book.get(first).csrf  # type: ignore[union-attr]
+    assert book.allows(first, token)
+    assert not book.allows(first, None)
+    assert not book.allows(first, token + "x")
+    assert not book.allows(second, token)  # another session's token
+    assert not book.allows(None, token)
+    book.logout(first)
+    assert not book.allows(first, token)
+
+
+def test_sessions_expire_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(sessions_mod.time, "time", lambda: now[0])
+    book = Sessions("pw", idle_seconds=60)
+    session_id = book.login("pw")
+    now[0] += 59
+    assert book.get(session_id) is not None  # and renewed
+    now[0] += 59
+    assert book.get(session_id) is not None
+    now[0] += 61
+    assert book.get(session_id) is None
+
+
+# -- traffic -------------------------------------------------------------------------
+ROLES = {"prod-1": "prod", "prod-2": "prod", "canary-1": "canary"}
+
+
+def test_rates_per_server_and_role_and_the_canarys_real_share() -> None:
+    meter = TrafficMeter()
+    first = meter.add(Reading(10.0, {"prod-1": stats("prod-1", 100),
+                                     "prod-2": stats("prod-2", 50),
+                                     "canary-1": stats("canary-1", 40, 2)}), ROLES)
+    assert first["rps"] == 0 and first["canary_share"] is None  # one reading: no rate
+    out = meter.add(Reading(12.0, {"prod-1": stats("prod-1", 160),
+                                   "prod-2": stats("prod-2", 90),
+                                   "canary-1": stats("canary-1", 90, 12)}), ROLES)
+    rows = {s["id"]: s for s in out["servers"]}
+    assert rows["prod-1"]["rps"] == 30.0 and rows["prod-2"]["rps"] == 20.0
+    assert rows["canary-1"]["rps"] == 25.0 and rows["canary-1"]["errors_5xx_per_s"] == 5.0
+    assert out["roles"]["prod"] == {"rps": 50.0, "errors_5xx_per_s": 0.0}
+    assert out["rps"] == 75.0
+    assert out["canary_share"] == pytest.approx(33.3, abs=0.05)
+
+
+def test_a_haproxy_reload_restarts_the_counters_without_negative_rates() -> None:
+    meter = TrafficMeter()
+    meter.add(Reading(0.0, {"prod-1": stats("prod-1", 5000, 40)}), ROLES)
+    out = meter.add(Reading(1.0, {"prod-1": stats("prod-1", 12, 1)}), ROLES)
+    assert out["servers"][0]["rps"] == 12.0 and out["servers"][0]["errors_5xx_per_s"] == 1.0
+
+
+def test_a_new_server_has_no_rate_until_its_second_reading() -> None:
+    meter = TrafficMeter()
+    meter.add(Reading(0.0, {"prod-1": stats("prod-1", 10)}), ROLES)
+    out = meter.add(Reading(1.0, {"prod-1": stats("prod-1", 20),
+                                  "prod-9": stats("prod-9", 500)}), ROLES)
+    rows = {s["id"]: s for s in out["servers"]}
+    assert rows["prod-9"]["rps"] == 0.0 and rows["prod-9"]["role"] == "?"
+
+
+# -- sections ------------------------------------------------------------------------
+@pytest.mark.parametrize(("key", "sections"), [
+    ("flag:hiddenfeature", {"flags"}),
+    ("canary:alert", {"canary"}),
+    ("canary:weight", {"canary"}),
+    ("monitor:canary:verdict", {"canary"}),
+    ("monitor:samples", {"instances"}),
+    ("servers:prod", {"instances"}),
+    ("monitor:alerts", {"alerts"}),
+    ("monitor:alerts:history", {"alerts"}),
+    ("monitor:scale:events", {"scale", "instances"}),
+    ("deploy:history", {"deploys", "instances", "canary"}),
+    ("lock:environment", {"lock"}),
+    ("monitor:outbox", set()),
+    ("monitor:scale:last", set()),
+])
+def test_a_keys_change_names_the_sections_it_touches(key: str, sections: set[str]) -> None:
+    assert sections_of(key) == sections
+    assert sections <= set(SECTIONS)
+
+
+# -- hub -----------------------------------------------------------------------------
+def test_the_hub_sends_changes_only_and_a_new_page_gets_the_latest_first() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        page = hub.join()
+        assert hub.publish("flags", {"a": "on"})
+        assert not hub.publish("flags", {"a": "on"})  # unchanged: not sent again
+        assert hub.publish("flags", {"a": "off"})
+        assert page.qsize() == 2
+        late = hub.join()
+        frame = late.get_nowait()
+        assert frame == b'event: flags\ndata: {"a":"off"}\n\n'
+    asyncio.run(scenario())
+
+
+def test_a_page_that_falls_behind_is_let_go() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        slow = hub.join()
+        for n in range(QUEUE_FRAMES + 1):
+            hub.publish("traffic", {"n": n})
+        assert slow not in hub.clients
+        assert slow.get_nowait() is None  # its stream ends: the page reconnects
+    asyncio.run(scenario())
