@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdpipe import canary, config, gitref, redis_users, runtime_control, status
+from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
@@ -133,7 +134,8 @@ def up(
     console.print(f"        {hint} SET {flag_key('hiddenfeature')} on", markup=False,
                   soft_wrap=True)
     console.print(f"        {_cdpipe_command()} status", markup=False)
-    console.print(f"        {_cdpipe_command()} dashboard   # live page: http://127.0.0.1:8099/",
+    console.print(f"        {_cdpipe_command()} dashboard   # live page: "
+                  f"http://127.0.0.1:{DASHBOARD_PORT}/",
                   markup=False)
     console.print(f"  ansible-playbook -i {inv} playbooks/site.yml   # converge from a laptop",
                   markup=False, soft_wrap=True)
@@ -315,7 +317,8 @@ def iam_policy_cmd(environment: EnvOpt = None) -> None:
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8099,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")
+                    ] = DASHBOARD_PORT,
     host: Annotated[str, typer.Option(
         help="address to listen on (default: this machine only)")] = "127.0.0.1",
 ) -> None:

@@ -9,3 +9,7 @@ canary through the same functions as the CLI (``cdpipe.runtime_control``,
 - ``sessions``: the operator's login (session cookie and CSRF token);
 - ``jobs``: promote and rollback, run as the CLI runs them, one at a time.
 """
+
+from __future__ import annotations
+
+DEFAULT_PORT = 8099

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from cdpipe.dashboard.view import STATE, sections_of
 from cdpipe_host.keys import (
     CANARY_PREFIX,
     DEPLOY_HISTORY,
@@ -95,6 +96,7 @@ class Live:
         self.wake.set()
         self.tasks: list[asyncio.Task[None]] = []
         self.notifications = 0
+        self.pending_state: set[str] = set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -114,8 +116,6 @@ class Live:
             self.wake.set()
 
     async def _subscribe(self) -> None:
-        from cdpipe.dashboard.view import sections_of
-
         while True:
             url = self.redis_url()
             if url is None:
@@ -147,6 +147,7 @@ class Live:
             await asyncio.sleep(COALESCE_SECONDS)
             self.wake.clear()
             wanted, self.dirty = self.dirty, set()
+            self.pending_state |= wanted & {STATE}  # read again at the next resync
             try:
                 sections = await asyncio.to_thread(self.read, wanted)
             except Exception as exc:  # Redis down, a state file mid-write: said, retried
@@ -159,9 +160,12 @@ class Live:
                 self.hub.publish(name, data)
 
     async def _resync(self) -> None:
+        """Every section again; the state too when a change may have moved it since its
+        last read (``pending_state``)."""
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
-            self.mark(set(self.all_sections))
+            self.mark(set(self.all_sections) | self.pending_state)
+            self.pending_state = set()
 
     async def _traffic(self) -> None:
         while True:

@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 FAILED_LOGIN_DELAY = 1.0
-STATE_MIN_SECONDS = {"local": 0.5, "aws": 10.0}  # the least time between two reads of it
+STATE_MIN_SECONDS = {"local": 0.5, "aws": 5.0}  # the least time between two reads of it
 HEARTBEAT_SECONDS = 15.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,8 +56,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class Source:
     """The environment as the page reads it: the state (read again when instances or
-    commits may have moved, at most every STATE_MIN_SECONDS) and the operator's Redis
-    client."""
+    commits may have moved, at most every STATE_MIN_SECONDS; a change within that time
+    is caught by the next resynchronisation) and the operator's Redis client."""
 
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -80,7 +80,7 @@ class Source:
     def read(self, wanted: set[str]) -> dict[str, Any]:
         with self.lock:
             pause = STATE_MIN_SECONDS.get(self.env.provider.name, 10.0)
-            if wanted & {"instances", "canary"} and time.monotonic() - self.read_at > pause:
+            if view.STATE in wanted and time.monotonic() - self.read_at > pause:
                 self.env.reread()
                 self.read_at = time.monotonic()
             if not self.env.state.instances:

@@ -29,26 +29,29 @@ from cdpipe_host.keys import (
 
 SECTIONS = ("instances", "flags", "canary", "alerts", "scale", "deploys", "lock")
 HISTORY = 20  # entries of each history the page lists
-
-# Sections whose instances or commits a change may have moved: the state is read again.
-STATE_SECTIONS = frozenset({"instances"})
+# Not a section: a change that may have moved instances or commits (a server list, a
+# deploy, a scale action), after which the state is read again (aws: DescribeInstances,
+# so never on the monitor's every poll).
+STATE = "state"
 
 
 def sections_of(key: str) -> set[str]:
     """The sections a change of ``key`` touches (none for keys the page does not show,
-    such as the monitor's outbox)."""
+    such as the monitor's outbox), and STATE when the state must be read again."""
     if key.startswith(FLAG_PREFIX):
         return {"flags"}
     if key.startswith(CANARY_PREFIX) or key == MONITOR_CANARY_VERDICT:
         return {"canary"}
-    if key == MONITOR_SAMPLES or key.startswith(SERVERS_PREFIX):
+    if key == MONITOR_SAMPLES:
         return {"instances"}
+    if key.startswith(SERVERS_PREFIX):
+        return {"instances", STATE}
     if key in (MONITOR_ALERTS, MONITOR_ALERT_HISTORY):
         return {"alerts"}
     if key == MONITOR_SCALE_EVENTS:
-        return {"scale", "instances"}
+        return {"scale", "instances", STATE}
     if key == DEPLOY_HISTORY:
-        return {"deploys", "instances", "canary"}
+        return {"deploys", "instances", "canary", STATE}
     if key == ENV_LOCK:
         return {"lock"}
     return set()

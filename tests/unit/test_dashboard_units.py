@@ -12,7 +12,7 @@ from cdpipe.dashboard import sessions as sessions_mod
 from cdpipe.dashboard.live import QUEUE_FRAMES, Hub
 from cdpipe.dashboard.sessions import Sessions
 from cdpipe.dashboard.traffic import Reading, TrafficMeter
-from cdpipe.dashboard.view import SECTIONS, sections_of
+from cdpipe.dashboard.view import SECTIONS, STATE, sections_of
 from cdpipe_host.haproxy import ServerStats
 
 
@@ -107,18 +107,18 @@ def test_a_new_server_has_no_rate_until_its_second_reading() -> None:
     ("canary:weight", {"canary"}),
     ("monitor:canary:verdict", {"canary"}),
     ("monitor:samples", {"instances"}),
-    ("servers:prod", {"instances"}),
+    ("servers:prod", {"instances", "state"}),
     ("monitor:alerts", {"alerts"}),
     ("monitor:alerts:history", {"alerts"}),
-    ("monitor:scale:events", {"scale", "instances"}),
-    ("deploy:history", {"deploys", "instances", "canary"}),
+    ("monitor:scale:events", {"scale", "instances", "state"}),
+    ("deploy:history", {"deploys", "instances", "canary", "state"}),
     ("lock:environment", {"lock"}),
     ("monitor:outbox", set()),
     ("monitor:scale:last", set()),
 ])
 def test_a_keys_change_names_the_sections_it_touches(key: str, sections: set[str]) -> None:
     assert sections_of(key) == sections
-    assert sections <= set(SECTIONS)
+    assert sections - {STATE} <= set(SECTIONS)
 
 
 # -- hub -----------------------------------------------------------------------------
