@@ -134,9 +134,14 @@ def up(
     console.print(f"        {hint} SET {flag_key('hiddenfeature')} on", markup=False,
                   soft_wrap=True)
     console.print(f"        {_cdpipe_command()} status", markup=False)
-    console.print(f"        {_cdpipe_command()} dashboard   # live page: "
-                  f"http://127.0.0.1:{DASHBOARD_PORT}/",
-                  markup=False)
+    if env.provider.name == "local":
+        console.print(f"        {_cdpipe_command()} dashboard   # live page: "
+                      f"http://127.0.0.1:{DASHBOARD_PORT}/", markup=False)
+    else:  # it runs on the proxy machine, on its loopback address: a tunnel reaches it
+        proxy = env.state.of_role("proxy")[0]
+        console.print(f"        ssh -N -L {DASHBOARD_PORT}:127.0.0.1:{DASHBOARD_PORT} "
+                      f"{env.settings.aws_ssh_user}@{proxy.host} &   # then the live page: "
+                      f"http://127.0.0.1:{DASHBOARD_PORT}/", markup=False, soft_wrap=True)
     console.print(f"  ansible-playbook -i {inv} playbooks/site.yml   # converge from a laptop",
                   markup=False, soft_wrap=True)
 

@@ -39,6 +39,7 @@ from botocore.config import Config
 
 from cdpipe import scaler
 from cdpipe.config import Settings
+from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers import iam_policy
@@ -683,6 +684,7 @@ class Ec2Provider(Provider):
             "scaler_environment": scaler.machine_settings(
                 self.settings, self.environment or "", str(self.region or "")),
             "monitor_scale_command": scaler.scale_command(SCALER_DIR, SCALER_USER),
+            "scaler_dashboard_port": DASHBOARD_PORT,
         }
 
     def host_vars(self, instance: Instance) -> dict[str, Any]:

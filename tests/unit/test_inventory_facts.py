@@ -42,6 +42,14 @@ def test_role_defaults_hold_the_backend_and_the_canary_weight() -> None:
     assert proxy["proxy_canary_weight"] == DEFAULT_CANARY_WEIGHT
 
 
+def test_the_scalers_dashboard_port_is_the_clis_default(tmp_path: Path) -> None:
+    from cdpipe.dashboard import DEFAULT_PORT
+
+    assert role_defaults("scaler")["scaler_dashboard_port"] == DEFAULT_PORT
+    assert Ec2Provider(Settings(home=tmp_path)).inventory_vars()["scaler_dashboard_port"] \
+        == DEFAULT_PORT
+
+
 def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> None:
     group_vars = yaml.safe_load(
         (PROJECT_ROOT / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
