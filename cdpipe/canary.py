@@ -39,7 +39,7 @@ def promote(env: Environment) -> None:
     commit = env.state.deployed.get("canary")
     if not commit:
         raise CdpipeError("no canary release is known; run `cdpipe up` first")
-    env.deploy(commit, "prod")
+    env.deploy(commit, "prod", command="canary promote")
 
 
 def rollback(env: Environment) -> None:
@@ -47,4 +47,4 @@ def rollback(env: Environment) -> None:
     commit = env.state.deployed.get("prod")
     if not commit:
         raise CdpipeError("no prod release is known; run `cdpipe up` first")
-    env.deploy(commit, "canary")
+    env.deploy(commit, "canary", command="canary rollback")

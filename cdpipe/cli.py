@@ -18,7 +18,7 @@ from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
-from cdpipe_host.keys import CANARY_ALERT, flag_key
+from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
 from cdpipe_host.names import one_line
 from monitoring.config import ConfigError, check_rules
 
@@ -205,7 +205,7 @@ def status_cmd(
 
 flag_app = typer.Typer(help=f"Feature flags (Redis keys {flag_key('<name>')}).",
                        no_args_is_help=True)
-canary_app = typer.Typer(help="The canary: status, kill switch, promote, rollback.",
+canary_app = typer.Typer(help="The canary: status, kill switch, weight, promote, rollback.",
                          no_args_is_help=True)
 app.add_typer(flag_app, name="flag")
 app.add_typer(canary_app, name="canary")
@@ -223,6 +223,15 @@ def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%
     runtime_control.check_flag(name, value)  # before Redis: the input's error first
     stored = runtime_control.set_flag(_redis(), name, value)
     console.print(f"{flag_key(name)} = {stored}", markup=False)
+
+
+@flag_app.command("delete")
+def flag_delete(name: str) -> None:
+    """Delete a flag (it then reads as off)."""
+    runtime_control.check_flag_name(name)  # before Redis: the input's error first
+    existed = runtime_control.delete_flag(_redis(), name)
+    console.print(f"{flag_key(name)} deleted (reads as off)" if existed
+                  else f"{flag_key(name)} was not set", markup=False)
 
 
 @flag_app.command("list")
@@ -264,6 +273,15 @@ def canary_clear() -> None:
     """Clear the canary alert: the canary gets its share again."""
     runtime_control.set_alert(_redis(), False)
     console.print(f"{CANARY_ALERT} = off", markup=False)
+
+
+@canary_app.command("weight")
+def canary_weight(value: Annotated[str, typer.Argument(
+        metavar="N", help="the canary's share of requests, an integer 0-100")]) -> None:
+    """Set the canary's share of traffic in percent (canary:weight)."""
+    weight = runtime_control.check_weight(value)  # before Redis: the input's error first
+    runtime_control.set_weight(_redis(), str(weight))
+    console.print(f"{CANARY_WEIGHT} = {weight}", markup=False)
 
 
 @canary_app.command("promote")

@@ -1,5 +1,10 @@
 """The operations behind the CLI: provision, up, deploy and down of one environment.
 
+Every deploy that runs (``up``, ``deploy``, the canary's promote and rollback, the
+configure of a scaled-out instance) is recorded, done or failed, at the head of
+``deploy:history`` in the environment's Redis as the deployer user (JSON: at, finished,
+commit, ref, target, command, result, error, by; see ``Environment.recorded``).
+
 Where the provider keeps the facts outside this machine (aws: the instances' tags), they
 are read again whenever an Environment is made and when its lock is taken: the state
 file is then a cache, and a fresh workspace (no state file) that knows the
@@ -9,8 +14,11 @@ environment's id acts on the running environment instead of making a second one.
 from __future__ import annotations
 
 import fcntl
+import getpass
+import os
+import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -28,17 +36,26 @@ from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.model import APP_ROLES, Role
+from cdpipe.model import APP_ROLES, Instance, Role
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
-from cdpipe_host import discovery
-from cdpipe_host.keys import servers_key
-from cdpipe_host.names import shown
+from cdpipe_host import discovery, history
+from cdpipe_host.keys import DEPLOY_HISTORY, servers_key
+from cdpipe_host.names import one_line, shown
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
 Show = Callable[[str], None]
 # The commands that refuse to act without the environment lock (see Environment.locked).
 LOCK_REQUIRED = ("scale out", "scale in")
+
+
+def deployed_by() -> str:
+    """``user@host`` of this process, as the deploy history names who deployed."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name, no passwd entry (a container)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 class Environment:
@@ -211,23 +228,29 @@ class Environment:
             self.show(f"provisioning {self.provider.name} instances")
             self.provision(secrets.ALL)  # site.yml configures every role
             self.provider.record_options(self.state)
-            self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and canary")
-            extra: dict[str, str | bool] = {"app_ref": sha}
-            if not self.state.deployed:
-                # Nothing serves yet: no server to keep in rotation, deploy all at once,
-                # and drain none (an up that failed half-way may have registered some).
-                extra |= {"app_deploy_batch": "100%", "app_drain": False}
-            result = self._playbook("site.yml", extra)
-            for role in APP_ROLES:
-                self.state.deployed[role] = sha
-            self._record_deployed()
-            return result
+            with self.recorded("up", ref, sha, APP_ROLES):
+                self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and "
+                          "canary")
+                extra: dict[str, str | bool] = {"app_ref": sha}
+                if not self.state.deployed:
+                    # Nothing serves yet: no server to keep in rotation, deploy all at
+                    # once, and drain none (an up that failed half-way may have
+                    # registered some).
+                    extra |= {"app_deploy_batch": "100%", "app_drain": False}
+                result = self._playbook("site.yml", extra)
+                for role in APP_ROLES:
+                    self.state.deployed[role] = sha
+                self._record_deployed()
+                return result
 
-    def deploy(self, ref: str, target: str | None) -> PlaybookResult:
+    def deploy(self, ref: str, target: str | None, command: str = "deploy"
+               ) -> PlaybookResult:
+        """Deploys ``ref`` to ``target`` (None: prod and canary); ``command`` names the
+        operation in the deploy history ("deploy", "canary promote"...)."""
         with self.locked("deploy"):
-            return self._deploy(ref, target)
+            return self._deploy(ref, target, command)
 
-    def _deploy(self, ref: str, target: str | None) -> PlaybookResult:
+    def _deploy(self, ref: str, target: str | None, command: str) -> PlaybookResult:
         if target is not None and target not in APP_ROLES:
             raise CdpipeError(f"unknown target {shown(target)}; use --target prod or "
                               "--target canary")
@@ -236,12 +259,41 @@ class Environment:
         secrets.require(self.settings.secrets_dir, secrets.DEPLOY + secrets.LOCK)
         sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
-        self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
-        result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
-        for role in roles:
-            self.state.deployed[role] = sha
-        self._record_deployed()
-        return result
+        with self.recorded(command, ref, sha, roles):
+            self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
+            result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
+            for role in roles:
+                self.state.deployed[role] = sha
+            self._record_deployed()
+            return result
+
+    @contextmanager
+    def recorded(self, command: str, ref: str, sha: str, roles: Sequence[str],
+                 **extra: str) -> Iterator[None]:
+        """Records the deploy the block runs in ``deploy:history``, done or failed (its
+        exception goes up unchanged). When Redis does not take the record, one line
+        says so and nothing else changes."""
+        started = time.time()
+        try:
+            yield
+        except BaseException as exc:
+            error = one_line(str(exc), 400) or type(exc).__name__
+            self._record_deploy(command, ref, sha, roles, started, error, extra)
+            raise
+        self._record_deploy(command, ref, sha, roles, started, None, extra)
+
+    def _record_deploy(self, command: str, ref: str, sha: str, roles: Sequence[str],
+                       started: float, error: str | None, extra: Mapping[str, str]) -> None:
+        entry = {"at": started, "finished": time.time(), "commit": sha, "ref": ref,
+                 "target": ",".join(roles), "command": command,
+                 "result": "ok" if error is None else "failed", "error": error or "",
+                 "by": deployed_by(), **extra}
+        try:
+            r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
+            history.record(r, DEPLOY_HISTORY, entry)
+        except (CdpipeError, runtime_control.redis.RedisError) as exc:
+            self.show(f"the {command} of {sha[:12]} was not recorded in {DEPLOY_HISTORY}: "
+                      f"{one_line(str(exc), 300)}")
 
     def _record_deployed(self) -> None:
         """Saves the deployed commits, then has the provider record them (EC2: tags)."""
@@ -279,29 +331,34 @@ class Environment:
             self.save()
             new = created[0]
             self.show(f"created {new.id} at {new.url()}; deploying {commit[:12]}")
+            with self.recorded("scale out", commit, commit, ["prod"], instance=new.id):
+                return self._configure_new(new, commit)
+
+    def _configure_new(self, new: Instance, commit: str) -> str:
+        """Configures a scaled-out instance; on failure removes it (see scale_out)."""
+        try:
+            self._playbook("scale.yml", {"app_ref": commit}, limit=new.id)
+        except CdpipeError as failure:
+            # Nothing half-done stays: the instance goes, the server list is as it was
+            # (and a Redis error on the way neither keeps it nor hides the failure).
+            # The line says first what became of the instance (the monitor mails it).
             try:
-                self._playbook("scale.yml", {"app_ref": commit}, limit=new.id)
-            except CdpipeError as failure:
-                # Nothing half-done stays: the instance goes, the server list is as it was
-                # (and a Redis error on the way neither keeps it nor hides the failure).
-                # The line says first what became of the instance (the monitor mails it).
-                try:
-                    self._unregister(new.id)
-                except CdpipeError as exc:
-                    self.show(f"{new.id}: could not leave {servers_key('prod')} ({exc})")
-                try:
-                    self.provider.terminate(self.state, new)
-                except CdpipeError as exc:
-                    self.save()
-                    raise CdpipeError(f"{new.id} did not become healthy and could NOT be "
-                                      f"terminated ({exc}); remove it by hand. Why: "
-                                      f"{failure}") from None
+                self._unregister(new.id)
+            except CdpipeError as exc:
+                self.show(f"{new.id}: could not leave {servers_key('prod')} ({exc})")
+            try:
+                self.provider.terminate(self.state, new)
+            except CdpipeError as exc:
                 self.save()
-                raise CdpipeError(f"{new.id} did not become healthy: taken out of "
-                                  f"{servers_key('prod')} and terminated. Why: "
+                raise CdpipeError(f"{new.id} did not become healthy and could NOT be "
+                                  f"terminated ({exc}); remove it by hand. Why: "
                                   f"{failure}") from None
-            self._record_deployed()
-            return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
+            self.save()
+            raise CdpipeError(f"{new.id} did not become healthy: taken out of "
+                              f"{servers_key('prod')} and terminated. Why: "
+                              f"{failure}") from None
+        self._record_deployed()
+        return f"scaled out: {new.id} ({new.host}:{new.ports['http']}) serves {commit[:12]}"
 
     def scale_in(self, wait_seconds: float = 120) -> str | None:
         """Drains and removes the newest autoscaled prod instance; None if there is none."""

@@ -4,8 +4,11 @@ its password lives. What each user may do is the redis role's (``redis_acl_users
 
 - ``admin``: everything (the only user that may FLUSHALL, CONFIG, KEYS, MONITOR...);
 - ``operator``: reads and writes ``flag:*`` and ``canary:*`` (redis-cli, the CLI, a
-  dashboard);
-- ``deployer``: writes the server lists ``servers:*`` and the canary's initial weight;
+  dashboard); reads ``lock:environment``, ``monitor:*``, ``servers:*`` and
+  ``deploy:*``, and may PSUBSCRIBE to the keyspace notifications of all it reads
+  (``cdpipe_host.keys.OPERATOR_CHANNELS``; the dashboard's live updates);
+- ``deployer``: writes the server lists ``servers:*``, the canary's initial weight and
+  the deploy history ``deploy:*``;
   used only by registration and drain on the proxy host and by the control machine's
   scale path, never by an app machine;
 - ``controller``: the proxy controller, reads ``servers:*`` and ``canary:*`` and their

@@ -1,6 +1,7 @@
 """The running environment as the CLI reads and drives it: one Redis read layer (flags
 in one SCAN + MGET, the canary's settings in one MGET), the operator's writes (flags,
-the canary kill switch) and HAProxy's per-server counters from its stats page."""
+the canary kill switch and weight) and HAProxy's per-server counters from its stats
+page. The CLI and the dashboard call these same functions."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cdpipe_host.flagvalues import InvalidFlagValue, parse
 from cdpipe_host.haproxy import APP_BACKEND, ServerStats, parse_stats_csv
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, flag_key, flag_name
 from cdpipe_host.names import DECODE_ERRORS, flag_name_problem, shown
-from cdpipe_host.values import read_alert, read_weight, text
+from cdpipe_host.values import read_alert, read_weight, text, valid_weight
 
 REDACTED = "REDACTED"
 T = TypeVar("T")
@@ -112,10 +113,16 @@ def canary_settings(r: redis.Redis) -> tuple[int, bool]:
 
 
 # -- writes ---------------------------------------------------------------------------
-def check_flag(name: str, value: str) -> str:
-    """The value to store for flag ``name``, or a one-line error naming what is wrong."""
+def check_flag_name(name: str) -> str:
+    """``name`` when it is a flag name, else a one-line error naming what is wrong."""
     if (problem := flag_name_problem(name)) is not None:
         raise CdpipeError(f"invalid flag name {shown(name)}: {problem}")
+    return name
+
+
+def check_flag(name: str, value: str) -> str:
+    """The value to store for flag ``name``, or a one-line error naming what is wrong."""
+    check_flag_name(name)
     try:
         parse(value)
     except InvalidFlagValue:
@@ -128,6 +135,28 @@ def set_flag(r: redis.Redis, name: str, value: str) -> str:
     stored = check_flag(name, value)
     _call("set the flag", lambda: r.set(flag_key(name), stored))
     return stored
+
+
+def delete_flag(r: redis.Redis, name: str) -> bool:
+    """Deletes flag ``name`` (it then reads as off); whether it was set."""
+    check_flag_name(name)
+    return bool(_call("delete the flag", lambda: r.delete(flag_key(name))))
+
+
+def check_weight(value: str) -> int:
+    """The canary weight ``value`` names (an integer 0-100), or a one-line error."""
+    weight = valid_weight(value) if "%" not in value else None
+    if weight is None:
+        raise CdpipeError(f"invalid canary weight {shown(value)}: use an integer from 0 "
+                          "to 100")
+    return weight
+
+
+def set_weight(r: redis.Redis, value: str) -> int:
+    """Writes ``canary:weight``; the weight stored."""
+    weight = check_weight(value)
+    _call("set the canary weight", lambda: r.set(CANARY_WEIGHT, str(weight)))
+    return weight
 
 
 def set_alert(r: redis.Redis, on: bool) -> None:

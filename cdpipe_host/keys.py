@@ -9,8 +9,14 @@ Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``monitor:outbox:dead`` (mail set aside: it could not be sent, or was not a message),
 ``monitor:scale:last`` (time of the last scale action), ``monitor:scale:failing`` (hash
 direction -> JSON of a failing streak of scale actions, so a restarted monitor does not
-mail it again). The control plane's: ``lock:environment`` (the environment lock's owner
-while a deploy, scale or up runs; see ``cdpipe.env_lock``).
+mail it again). What the monitor records for the dashboard to read (``cdpipe
+.runtime_records``): ``monitor:samples`` (hash instance id -> JSON of its last polls),
+``monitor:canary:verdict`` (JSON of the canary judge's latest verdict),
+``monitor:alerts:history`` and ``monitor:scale:events`` (lists of JSON, newest first).
+The control plane's: ``lock:environment`` (the environment lock's owner while a deploy,
+scale or up runs; see ``cdpipe.env_lock``) and ``deploy:history`` (list of JSON, one per
+deploy, newest first). Every history list keeps its newest ``HISTORY_LENGTH`` entries
+(LTRIM after each LPUSH, in the same transaction).
 """
 
 from __future__ import annotations
@@ -21,12 +27,21 @@ CANARY_PREFIX = "canary:"
 CANARY_ALERT = f"{CANARY_PREFIX}alert"
 CANARY_WEIGHT = f"{CANARY_PREFIX}weight"
 SERVERS_PREFIX = "servers:"
-MONITOR_ALERTS = "monitor:alerts"
-MONITOR_OUTBOX = "monitor:outbox"
+MONITOR_PREFIX = "monitor:"
+MONITOR_ALERTS = f"{MONITOR_PREFIX}alerts"
+MONITOR_OUTBOX = f"{MONITOR_PREFIX}outbox"
 MONITOR_OUTBOX_DEAD = f"{MONITOR_OUTBOX}:dead"
-MONITOR_SCALE_LAST = "monitor:scale:last"
-ENV_LOCK = "lock:environment"
-MONITOR_SCALE_FAILING = "monitor:scale:failing"
+MONITOR_SCALE_LAST = f"{MONITOR_PREFIX}scale:last"
+LOCK_PREFIX = "lock:"
+ENV_LOCK = f"{LOCK_PREFIX}environment"
+MONITOR_SCALE_FAILING = f"{MONITOR_PREFIX}scale:failing"
+MONITOR_SAMPLES = f"{MONITOR_PREFIX}samples"
+MONITOR_CANARY_VERDICT = f"{MONITOR_PREFIX}canary:verdict"
+MONITOR_ALERT_HISTORY = f"{MONITOR_PREFIX}alerts:history"
+MONITOR_SCALE_EVENTS = f"{MONITOR_PREFIX}scale:events"
+DEPLOY_PREFIX = "deploy:"
+DEPLOY_HISTORY = f"{DEPLOY_PREFIX}history"
+HISTORY_LENGTH = 100  # entries kept in each history list
 
 FLAGS_PATTERN = f"{FLAG_PREFIX}*"
 
@@ -58,3 +73,6 @@ def key_of_channel(channel: str) -> str:
 FLAGS_CHANNEL = keyspace_channel(FLAGS_PATTERN)
 CONTROLLER_CHANNELS = (keyspace_channel(f"{SERVERS_PREFIX}*"),
                        keyspace_channel(f"{CANARY_PREFIX}*"))
+# The operator (the dashboard's live updates): every key it may read.
+OPERATOR_CHANNELS = tuple(keyspace_channel(f"{prefix}*") for prefix in (
+    FLAG_PREFIX, CANARY_PREFIX, MONITOR_PREFIX, SERVERS_PREFIX, DEPLOY_PREFIX, LOCK_PREFIX))

@@ -6,24 +6,29 @@ name; by default as many as ``for``), so one noisy poll neither fires nor resolv
 and a flapping metric does not mail on every flap. A mail goes out when it fires, a
 reminder only after the repeat interval, and one mail when it resolves. States live in
 Redis (``monitor:alerts``), so a restarted monitor neither sends again nor forgets what
-is firing.
+is firing. Each firing and resolved transition is also recorded, in the same
+transaction, at the head of ``monitor:alerts:history`` (JSON: alert, event, at, since,
+summary, value; the newest ``HISTORY_LENGTH`` kept).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
 import redis
 
-from cdpipe_host.keys import MONITOR_ALERTS
+from cdpipe_host import history
+from cdpipe_host.keys import MONITOR_ALERT_HISTORY, MONITOR_ALERTS
 from cdpipe_host.names import OnceLog, shown
 from cdpipe_host.values import text, texts
 from monitoring.mailer import OUTBOX, message
 
 ALERTS = MONITOR_ALERTS
+HISTORY = MONITOR_ALERT_HISTORY
 log = logging.getLogger("monitor.alerts")
 INVALID = OnceLog(log)
 
@@ -36,6 +41,7 @@ class AlertState:
     last_sent: float
     summary: str
     clear: int = 0  # consecutive clear polls while firing
+    value: float | None = None  # the last value observed (None: not a measure)
 
 
 def read_state(key: str, raw: str | None) -> AlertState | None:
@@ -66,10 +72,13 @@ class AlertBook:
         return {k: v for k, v in states.items() if v is not None}
 
     def observe(self, key: str, breached: bool, for_polls: int, summary: str,
-                now: float | None = None, clear_polls: int = 1) -> str | None:
+                now: float | None = None, clear_polls: int = 1,
+                value: float | None = None) -> str | None:
         """Records one poll's verdict; returns the transition: firing, reminder,
         resolved, or None. A firing alert resolves after ``clear_polls`` clear polls in
-        a row; a pending one is forgotten at the first clear poll."""
+        a row; a pending one is forgotten at the first clear poll. ``value``: what the
+        rule measured this poll (kept in the state, and in the history entry of a
+        transition; None when the poll measured nothing)."""
         now = time.time() if now is None else now
         raw = self.r.hget(ALERTS, key)
         current = read_state(key, None if raw is None else str(raw))
@@ -78,6 +87,8 @@ class AlertBook:
                 if raw is not None:  # a state that did not read: gone with its condition
                     self.r.hdel(ALERTS, key)
                 return None
+            if value is not None:
+                current.value = _finite(value)
             if current.state == "firing" and current.clear + 1 < clear_polls:
                 current.clear += 1
                 self.r.hset(ALERTS, key, json.dumps(asdict(current)))
@@ -90,6 +101,7 @@ class AlertBook:
                 pipe.rpush(OUTBOX, message(f"[cdpipe] RESOLVED {key}",
                                            f"Resolved: {key}\nWas: {current.summary}\n"
                                            f"Firing since {time.ctime(current.since)}.\n"))
+                history.push(pipe, HISTORY, _entry(key, "resolved", now, current))
             pipe.execute()
             return transition
         if current is None:
@@ -97,6 +109,7 @@ class AlertBook:
         current.count += 1
         current.clear = 0
         current.summary = summary
+        current.value = _finite(value)
         transition = None
         if current.state == "pending" and current.count >= for_polls:
             current.state, current.since, current.last_sent = "firing", now, now
@@ -112,6 +125,7 @@ class AlertBook:
         pipe.hset(ALERTS, key, json.dumps(asdict(current)))
         if transition == "firing":
             pipe.rpush(OUTBOX, message(f"[cdpipe] FIRING {key}", f"Firing: {summary}\n"))
+            history.push(pipe, HISTORY, _entry(key, "firing", now, current))
         elif transition == "reminder":
             pipe.rpush(OUTBOX, message(f"[cdpipe] STILL FIRING {key}",
                                        f"Still firing since {time.ctime(current.since)}: "
@@ -125,3 +139,14 @@ class AlertBook:
         for key in [str(text(k)) for k in self.r.hkeys(ALERTS)]:
             if key.startswith(prefix) and key not in live_keys:
                 self.observe(key, False, 1, "")
+
+
+def _entry(key: str, event: str, now: float, state: AlertState) -> dict[str, object]:
+    """A transition as ``monitor:alerts:history`` records it."""
+    return {"alert": key, "event": event, "at": now, "since": state.since,
+            "summary": state.summary, "value": state.value}
+
+
+def _finite(value: float | None) -> float | None:
+    """A number JSON can hold (``json.dumps`` would write NaN or Infinity), else None."""
+    return value if value is not None and math.isfinite(value) else None

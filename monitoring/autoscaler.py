@@ -11,6 +11,10 @@ starts the cooldown like an action, so it is retried once per cooldown, not at e
 poll; it is mailed once per failing streak (kept in Redis, ``monitor:scale:failing``,
 so a restarted monitor does not mail it again), reminded after the repeat interval,
 and the first success after it is mailed as a recovery.
+
+Every action that ran (done or failed; not "nothing to do") is recorded at the head of
+``monitor:scale:events`` (JSON: at, direction, ok, line, reason; the newest
+``HISTORY_LENGTH`` kept) for the dashboard; a Redis error there is logged, never raised.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 
 import redis
 
-from cdpipe_host.keys import MONITOR_SCALE_FAILING, MONITOR_SCALE_LAST
+from cdpipe_host import history
+from cdpipe_host.keys import MONITOR_SCALE_EVENTS, MONITOR_SCALE_FAILING, MONITOR_SCALE_LAST
 from cdpipe_host.names import one_line
 from cdpipe_host.values import text
 from monitoring.config import Rule, Scaling
@@ -32,6 +37,7 @@ from monitoring.config import Rule, Scaling
 log = logging.getLogger("monitor.scale")
 LAST_ACTION = MONITOR_SCALE_LAST
 FAILING = MONITOR_SCALE_FAILING
+EVENTS = MONITOR_SCALE_EVENTS
 NOTHING_TO_DO = 3  # exit code of `cdpipe scale` at its limits
 AWS_REFUSED = 4  # exit code of `cdpipe scale out` when AWS refuses (capacity, limits)
 COMMAND_TIMEOUT = 900.0
@@ -143,8 +149,20 @@ class Autoscaler:
             log.warning("scale %s done, but Redis did not record it (%s); the cooldown "
                         "holds in this process", direction, exc)
         if code == 0:
-            return self._succeeded(decision, line)
-        return self._failed(decision, code, one_line(err, 600), stamp)
+            result = self._succeeded(decision, line)
+        else:
+            result = self._failed(decision, code, one_line(err, 600), stamp)
+        self._record(decision, code == 0, result.line, stamp)
+        return result
+
+    def _record(self, decision: Decision, ok: bool, line: str, at: float) -> None:
+        """The action at the head of ``monitor:scale:events``; never raises."""
+        try:
+            history.record(self.r, EVENTS, {"at": at, "direction": decision.direction,
+                                            "ok": ok, "line": one_line(line, 600),
+                                            "reason": decision.reason})
+        except redis.RedisError as exc:
+            log.warning("scale %s not recorded in %s (%s)", decision.direction, EVENTS, exc)
 
     def _succeeded(self, decision: Decision, line: str) -> Result:
         direction, word = decision.direction, decision.direction.upper()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from monitoring.config import CanaryJudge
 from monitoring.scrape import Sample
@@ -78,10 +79,34 @@ def delta(now: Traffic, before: Traffic | None) -> Traffic:
 
 
 @dataclass
+class Side:
+    """One side's numbers over the judged window: requests, 5xx rate, p95 latency (None
+    when no request was timed, or beyond the largest histogram bucket)."""
+
+    requests: float = 0.0
+    error_rate: float = 0.0
+    p95_ms: float | None = None
+
+    @classmethod
+    def of(cls, traffic: Traffic) -> Side:
+        p95 = traffic.p95_ms() if traffic.buckets.get(math.inf, 0.0) > 0 else None
+        return cls(traffic.requests, traffic.error_rate(),
+                   p95 if p95 is not None and math.isfinite(p95) else None)
+
+
+@dataclass
 class Verdict:
     decided: bool
     failed: bool
     reason: str
+    canary: Side = field(default_factory=Side)
+    prod: Side = field(default_factory=Side)
+
+    def record(self, at: float) -> dict[str, Any]:
+        """The verdict as ``monitor:canary:verdict`` holds it (JSON)."""
+        return {"at": at, "decided": self.decided, "failed": self.failed,
+                "reason": self.reason, "canary": asdict(self.canary),
+                "prod": asdict(self.prod)}
 
 
 class Judge:
@@ -116,20 +141,22 @@ class Judge:
                 t.add(p)
             side[role] = t
         canary, prod = side["canary"], side["prod"]
+        numbers = {"canary": Side.of(canary), "prod": Side.of(prod)}
         if canary.requests < self.cfg.min_requests or prod.requests < self.cfg.min_requests:
             return Verdict(False, False,
                            f"no verdict yet: {canary.requests:.0f} canary and "
-                           f"{prod.requests:.0f} prod requests (need {self.cfg.min_requests})")
+                           f"{prod.requests:.0f} prod requests (need {self.cfg.min_requests})",
+                           **numbers)
         c_rate, p_rate = canary.error_rate(), prod.error_rate()
         if c_rate > p_rate + self.cfg.error_rate_margin:
             return Verdict(True, True,
                            f"canary 5xx rate {c_rate:.1%} vs prod {p_rate:.1%} "
                            f"(margin {self.cfg.error_rate_margin:.0%}) over "
-                           f"{canary.requests:.0f} canary requests")
+                           f"{canary.requests:.0f} canary requests", **numbers)
         c_p95, p_p95 = canary.p95_ms(), prod.p95_ms()
         limit = max(p_p95 * self.cfg.latency_factor, p_p95 + self.cfg.latency_margin_ms)
         if c_p95 > limit:
             return Verdict(True, True, f"canary p95 {c_p95:.0f} ms vs prod {p_p95:.0f} ms "
-                                       f"(limit {limit:.0f} ms)")
+                                       f"(limit {limit:.0f} ms)", **numbers)
         return Verdict(True, False, f"canary healthy: 5xx {c_rate:.1%} vs {p_rate:.1%}, "
-                                    f"p95 {c_p95:.0f} vs {p_p95:.0f} ms")
+                                    f"p95 {c_p95:.0f} vs {p_p95:.0f} ms", **numbers)

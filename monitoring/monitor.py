@@ -3,9 +3,11 @@ canary. Usage: ``python -m monitoring.monitor CONFIG.yml [--rules RULES.yml]
 [--interval SECONDS] [--once]``.
 
 Each cycle polls all targets at once (static ones from the configuration, app servers
-discovered in ``servers:<role>``), then evaluates the rules, the built-in
-``instance-down`` alert of every target, the canary judgement and the autoscaler, then
-delivers queued mail. A scale action runs in the background: polling goes on.
+discovered in ``servers:<role>``), records the polls (``monitor:samples``, see
+``monitoring.samples``), then evaluates the rules, the built-in ``instance-down`` alert
+of every target, the canary judgement (its latest verdict in ``monitor:canary:verdict``)
+and the autoscaler, then delivers queued mail. A scale action runs in the background:
+polling goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -20,15 +23,16 @@ from statistics import mean
 
 import redis
 
-from cdpipe_host.keys import CANARY_ALERT, servers_key
+from cdpipe_host.keys import CANARY_ALERT, MONITOR_CANARY_VERDICT, servers_key
 from cdpipe_host.names import DECODE_ERRORS, OnceLog, server_entries
 from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
 from monitoring.autoscaler import Autoscaler, Decision
-from monitoring.canary_judge import Judge
+from monitoring.canary_judge import Judge, Verdict
 from monitoring.config import METRIC_SERIES, MonitorConfig
 from monitoring.mailer import OUTBOX, deliver_due, message
+from monitoring.samples import SampleHistory
 from monitoring.scrape import Sample, poll
 
 log = logging.getLogger("monitor")
@@ -43,6 +47,7 @@ class Monitor:
         self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
         self.scaler = Autoscaler(cfg.scaling, self.r, cfg.repeat_interval_seconds)
         self.judge = Judge(cfg.canary)
+        self.history = SampleHistory(self.r)
         self.scaling: asyncio.Task[None] | None = None
         # Mail that could not be queued in Redis (down or out of memory when a scale
         # action ended): queued at the next cycles, in order.
@@ -61,11 +66,12 @@ class Monitor:
 
     async def cycle(self) -> list[Sample]:
         targets = self.targets()
-        started = time.monotonic()
+        started, at = time.monotonic(), time.time()
         samples = await poll(targets, self.cfg.timeout_seconds)
         self.cycles += 1
         log.info("poll %d: %d targets in %.2fs, %d down", self.cycles, len(samples),
                  time.monotonic() - started, sum(not s.ok for s in samples))
+        self.history.record(samples, at)
         self.evaluate(samples)
         return samples
 
@@ -90,7 +96,7 @@ class Monitor:
                     self.alerts.observe(
                         f"{rule.name}/{target_id}", value > rule.upper, rule.for_polls,
                         f"{target_id} {rule.metric} {value:.1f} > {rule.upper}",
-                        clear_polls=rule.clear_polls)
+                        clear_polls=rule.clear_polls, value=value)
                 continue
             # No sample of the role this poll: no verdict (instance-down covers it).
             average = mean(values.values()) if values else None
@@ -98,7 +104,8 @@ class Monitor:
                 self.alerts.observe(
                     rule.name, average > rule.upper, rule.for_polls,
                     f"{rule.role} {rule.metric} average {average:.1f} > {rule.upper} "
-                    f"over {len(values)} instance(s)", clear_polls=rule.clear_polls)
+                    f"over {len(values)} instance(s)", clear_polls=rule.clear_polls,
+                    value=average)
             if rule.scale:
                 prod_count = sum(1 for s in samples if s.role == "prod")
                 decision = self.scaler.observe(rule, average, prod_count)
@@ -110,6 +117,7 @@ class Monitor:
 
     def judge_canary(self, samples: list[Sample]) -> None:
         verdict = self.judge.observe(samples)
+        self.record_verdict(verdict)
         if not verdict.decided:
             log.debug("canary: %s", verdict.reason)
             return
@@ -123,6 +131,14 @@ class Monitor:
             pipe.execute()
             self.judge.reset()
             log.warning("canary alert raised: %s", verdict.reason)
+
+    def record_verdict(self, verdict: Verdict) -> None:
+        """The latest verdict, for the dashboard; a Redis error is logged, never raised."""
+        try:
+            self.r.set(MONITOR_CANARY_VERDICT, json.dumps(verdict.record(time.time())))
+        except redis.RedisError as exc:
+            log.warning("canary verdict not recorded in %s (%s)", MONITOR_CANARY_VERDICT,
+                        exc)
 
     async def scale(self, decision: Decision) -> None:
         result = await asyncio.to_thread(self.scaler.act, decision)

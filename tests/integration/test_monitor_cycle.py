@@ -187,3 +187,22 @@ def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_
         assert monitor.r.llen("monitor:outbox") == 0
     finally:
         controller.stop()
+
+
+def test_each_cycle_records_the_polls_for_the_dashboard(redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
+    """monitor:samples after real polls: the answering target's gauges, the slow and
+    dead ones as failed polls (null gauges), kept by a restarted monitor."""
+    from cdpipe.runtime_records import read_samples
+
+    cfg = config(redis_server, endpoint, smtp[0])
+    run_cycles(Monitor(cfg), 2)
+    CPU["value"] = 42.0
+    run_cycles(Monitor(cfg), 1)  # restarted
+    samples = read_samples(Monitor(cfg).r)
+    assert set(samples) == {"prod-1", "prod-2", "redis-1"}
+    assert samples["prod-1"]["cpu"] == [10.0, 10.0, 42.0]
+    assert samples["prod-1"]["mem"] == [1.0, 1.0, 1.0] and samples["prod-1"]["ok"]
+    assert samples["prod-2"]["cpu"] == [None] * 3 and "Timeout" in samples["prod-2"]["error"]
+    assert not samples["redis-1"]["ok"] and samples["redis-1"]["role"] == "redis"
+    times = samples["prod-1"]["t"]
+    assert times == sorted(times) and len(set(times)) == 3

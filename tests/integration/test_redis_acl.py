@@ -26,11 +26,17 @@ from cdpipe_host.keys import (
     CANARY_ALERT,
     CANARY_WEIGHT,
     CONTROLLER_CHANNELS,
+    DEPLOY_HISTORY,
     ENV_LOCK,
     FLAGS_CHANNEL,
+    MONITOR_ALERT_HISTORY,
     MONITOR_ALERTS,
+    MONITOR_CANARY_VERDICT,
     MONITOR_OUTBOX,
+    MONITOR_SAMPLES,
+    MONITOR_SCALE_EVENTS,
     MONITOR_SCALE_LAST,
+    OPERATOR_CHANNELS,
     flag_key,
     servers_key,
 )
@@ -58,7 +64,10 @@ WRITERS = {
     CANARY_ALERT: {"admin", "operator", "monitor"},
     CANARY_WEIGHT: {"admin", "operator", "deployer"},
     MONITOR_OUTBOX: {"admin", "monitor"},
+    MONITOR_SAMPLES: {"admin", "monitor"},
+    MONITOR_ALERT_HISTORY: {"admin", "monitor"},
     ENV_LOCK: {"admin", "deployer"},
+    DEPLOY_HISTORY: {"admin", "deployer"},
 }
 
 
@@ -129,8 +138,10 @@ def test_each_key_is_written_only_by_its_writers(server: AclRedis, user: str,
     def write() -> object:
         if key.startswith("servers:"):
             return client.hset(key, "evil", "10.6.6.6:80")
-        if key == MONITOR_OUTBOX:
-            return client.rpush(key, "{}")
+        if key == MONITOR_SAMPLES:
+            return client.hset(key, "prod-1", "{}")
+        if key in (MONITOR_OUTBOX, MONITOR_ALERT_HISTORY, DEPLOY_HISTORY):
+            return client.lpush(key, "{}")
         return client.set(key, "on")
 
     assert refused(write) == (user not in WRITERS[key]), (user, key)
@@ -169,7 +180,8 @@ def test_the_app_reads_flags_and_gets_their_notifications(server: AclRedis) -> N
 
 def test_subscriptions_stay_within_each_users_channels(server: AclRedis) -> None:
     for user, pattern in (("app", CONTROLLER_CHANNELS[0]), ("app", "__keyspace@0__:*"),
-                          ("controller", FLAGS_CHANNEL), ("operator", FLAGS_CHANNEL)):
+                          ("controller", FLAGS_CHANNEL), ("operator", "__keyspace@0__:*"),
+                          ("operator", "__keyevent@0__:*"), ("monitor", FLAGS_CHANNEL)):
         with pytest.raises(redis.exceptions.NoPermissionError):
             server.client(user).execute_command("PSUBSCRIBE", pattern)
     app = server.client("app").pubsub()
@@ -223,6 +235,91 @@ def test_the_monitor_keeps_its_state_and_raises_the_kill_switch(server: AclRedis
     monitor.set(MONITOR_SCALE_LAST, "1")
     assert server.client("operator").get(CANARY_ALERT) == "on"
     assert refused(lambda: monitor.get(flag_key("hiddenfeature")))
+
+
+def test_the_operator_reads_the_records_and_writes_none_of_them(server: AclRedis) -> None:
+    """The dashboard's reads as the operator: the monitor's records, the server lists,
+    the deploy history and the lock; it may write none of them."""
+    admin = server.client("admin")
+    admin.hset(MONITOR_SAMPLES, "prod-1", '{"role": "prod"}')
+    admin.set(MONITOR_CANARY_VERDICT, '{"decided": false}')
+    admin.lpush(MONITOR_SCALE_EVENTS, '{"direction": "out"}')
+    admin.hset(servers_key("prod"), "prod-1", "127.0.0.1:8000")
+    admin.lpush(DEPLOY_HISTORY, '{"result": "ok"}')
+    admin.set(ENV_LOCK, "deploy on test")
+    operator = server.client("operator")
+    assert operator.hgetall(MONITOR_SAMPLES) == {"prod-1": '{"role": "prod"}'}
+    assert operator.get(MONITOR_CANARY_VERDICT) == '{"decided": false}'
+    assert operator.lrange(MONITOR_SCALE_EVENTS, 0, 19) == ['{"direction": "out"}']
+    assert operator.hgetall(servers_key("prod")) == {"prod-1": "127.0.0.1:8000"}
+    assert operator.lrange(DEPLOY_HISTORY, 0, 19) == ['{"result": "ok"}']
+    for write in (lambda: operator.set("monitor:x", "1"),
+                  lambda: operator.set("servers:x", "1"),
+                  lambda: operator.set("deploy:x", "1"),
+                  lambda: operator.hset(MONITOR_SAMPLES, "evil", "{}"),
+                  lambda: operator.delete(MONITOR_SAMPLES),
+                  lambda: operator.hset(servers_key("prod"), "evil", "10.6.6.6:80"),
+                  lambda: operator.lpush(DEPLOY_HISTORY, "{}"),
+                  lambda: operator.delete(DEPLOY_HISTORY),
+                  lambda: operator.set(ENV_LOCK, "mine")):
+        assert refused(write)
+    assert admin.hgetall(servers_key("prod")) == {"prod-1": "127.0.0.1:8000"}
+    assert admin.llen(DEPLOY_HISTORY) == 1
+
+
+@pytest.mark.parametrize("pattern", OPERATOR_CHANNELS)
+def test_the_operator_subscribes_to_the_notifications_of_what_it_reads(
+        server: AclRedis, pattern: str) -> None:
+    """Each of the operator's patterns, literally as the dashboard sends it, is allowed;
+    a SET of flag:x reaches the flags' subscriber."""
+    sub = server.client("operator").pubsub()
+    sub.psubscribe(pattern)
+    confirmed = sub.get_message(timeout=2)
+    assert confirmed and confirmed["type"] == "psubscribe", confirmed
+    server.client("operator").set(flag_key("x"), "on")
+    message = None
+    for _ in range(10):
+        message = sub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message:
+            break
+    if pattern == FLAGS_CHANNEL:
+        assert message and message["channel"] == f"__keyspace@0__:{flag_key('x')}"
+        assert message["data"] == "set"
+    else:
+        assert message is None
+    sub.punsubscribe(pattern)
+    sub.close()
+
+
+def test_the_operator_receives_notifications_on_every_channel_at_once(
+        server: AclRedis) -> None:
+    """One connection subscribed to all the operator's patterns: a SET of a flag, a
+    monitor record and a deploy entry each arrive."""
+    sub = server.client("operator").pubsub()
+    sub.psubscribe(*OPERATOR_CHANNELS)
+    server.client("operator").set(flag_key("x"), "on")
+    server.client("monitor").hset(MONITOR_SAMPLES, "prod-1", "{}")
+    server.client("deployer").lpush(DEPLOY_HISTORY, "{}")
+    seen: set[str] = set()
+    for _ in range(50):
+        message = sub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message:
+            seen.add(message["channel"])
+        if len(seen) == 3:
+            break
+    assert seen == {f"__keyspace@0__:{k}"
+                    for k in (flag_key("x"), MONITOR_SAMPLES, DEPLOY_HISTORY)}
+    sub.close()
+
+
+def test_the_deployer_records_deploys(server: AclRedis) -> None:
+    deployer = server.client("deployer")
+    pipe = deployer.pipeline(transaction=True)
+    pipe.lpush(DEPLOY_HISTORY, '{"result": "ok"}')
+    pipe.ltrim(DEPLOY_HISTORY, 0, 99)
+    pipe.execute()
+    assert deployer.lrange(DEPLOY_HISTORY, 0, -1) == ['{"result": "ok"}']
+    assert refused(lambda: deployer.lpush(MONITOR_ALERT_HISTORY, "{}"))
 
 
 def redis_cli(server: AclRedis, *args: str, auth: str | None = None

@@ -12,9 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from cdpipe_host.keys import MONITOR_SCALE_LAST
-from monitoring.autoscaler import LAST_ACTION, NOTHING_TO_DO, Autoscaler, Decision, Result
+from cdpipe_host.keys import HISTORY_LENGTH, MONITOR_SCALE_EVENTS, MONITOR_SCALE_LAST
+from monitoring.autoscaler import (
+    EVENTS,
+    LAST_ACTION,
+    NOTHING_TO_DO,
+    Autoscaler,
+    Decision,
+    Result,
+)
 from monitoring.config import Rule, Scaling
 
 COOLDOWN = 300.0
@@ -38,10 +46,16 @@ sys.exit(int(code))
 
 
 class FakeRedis:
-    """GET and SET of redis-py with decoded replies, over a dict."""
+    """GET and SET of redis-py with decoded replies, over a dict; the lists of a
+    pipeline's LPUSH and LTRIM (the scale events)."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.down = False  # True: every pipeline fails as Redis would when down
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
@@ -59,6 +73,30 @@ class FakeRedis:
 
     def hdel(self, key: str, field: str) -> int:
         return 1 if self.data.pop(f"{key}/{field}", None) is not None else 0
+
+
+class FakePipeline:
+    def __init__(self, r: FakeRedis) -> None:
+        self.r = r
+        self.calls: list[tuple[str, str, tuple[object, ...]]] = []
+
+    def lpush(self, key: str, value: str) -> None:
+        self.calls.append(("lpush", key, (value,)))
+
+    def ltrim(self, key: str, start: int, end: int) -> None:
+        self.calls.append(("ltrim", key, (start, end)))
+
+    def execute(self) -> list[object]:
+        if self.r.down:
+            raise redis.ConnectionError("Connection refused")
+        for name, key, args in self.calls:
+            items = self.r.lists.setdefault(key, [])
+            if name == "lpush":
+                items.insert(0, str(args[0]))
+            else:
+                start, end = int(str(args[0])), int(str(args[1]))
+                self.r.lists[key] = items[start:end + 1]
+        return []
 
 
 class ScaleCommand:
@@ -198,3 +236,47 @@ def test_an_action_ends_every_rest(command: ScaleCommand) -> None:
     # Same prod count as when "in" had nothing to do, yet the rest was cleared.
     decision = breach(a, LOW, 2, prod_count=2)[-1]
     assert decision is not None and decision.direction == "in"
+
+
+def events(r: FakeRedis) -> list[dict[str, object]]:
+    return [json.loads(e) for e in r.lists.get(MONITOR_SCALE_EVENTS, [])]
+
+
+def test_every_action_that_ran_is_a_scale_event_newest_first(command: ScaleCommand) -> None:
+    assert EVENTS == MONITOR_SCALE_EVENTS == "monitor:scale:events"
+    r = FakeRedis()
+    a = scaler(r, command.exiting(0))
+    out = breach(a, HIGH, 2)[-1]
+    assert out is not None
+    before = time.time()
+    a.act(out)
+    [done] = events(r)
+    assert before <= float(str(done.pop("at"))) <= time.time()
+    assert done == {"direction": "out", "ok": True, "line": "scale out: exit 0",
+                    "reason": out.reason}
+    a.cfg.command = command.exiting(1)
+    a.act(Decision("in", "prod cpu_percent average 1.0 below 5.0 for 2 polls"))
+    failed, first = events(r)
+    assert (failed["direction"], failed["ok"], failed["line"]) == (
+        "in", False, "scale in FAILED: cannot scale in")
+    assert first["direction"] == "out"
+    # "Nothing to do" did not act: no event.
+    a.cfg.command = command.exiting(NOTHING_TO_DO)
+    a.act(Decision("out", "x"))
+    assert len(events(r)) == 2
+    # The newest HISTORY_LENGTH are kept.
+    a.cfg.command = command.exiting(0)
+    for _ in range(HISTORY_LENGTH):
+        a.act(Decision("out", "again"))
+    assert len(events(r)) == HISTORY_LENGTH
+    assert {e["reason"] for e in events(r)} == {"again"}
+
+
+def test_a_scale_event_redis_refuses_is_logged_not_raised(
+        command: ScaleCommand, caplog: pytest.LogCaptureFixture) -> None:
+    r = FakeRedis()
+    r.down = True
+    a = scaler(r, command.exiting(0))
+    result = a.act(Decision("out", "hot"))
+    assert result.acted and result.line == "scale out: exit 0"
+    assert "not recorded in monitor:scale:events" in caplog.text

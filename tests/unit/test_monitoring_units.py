@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,31 @@ def test_judge_passes_a_good_canary_and_catches_a_slow_one() -> None:
     judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)])
     slow = judge.observe([traffic("p", "prod", 100, 0), traffic("c", "canary", 50, 0, slow=10)])
     assert slow.failed and "p95" in slow.reason
+
+
+def test_a_verdict_carries_the_numbers_of_both_sides_as_json() -> None:
+    judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
+    judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)])
+    bad = judge.observe([traffic("p", "prod", 100, 1), traffic("c", "canary", 50, 15)])
+    record = json.loads(json.dumps(bad.record(at=1000.0), allow_nan=False))
+    assert record == {
+        "at": 1000.0, "decided": True, "failed": True, "reason": bad.reason,
+        "canary": {"requests": 50.0, "error_rate": 0.3, "p95_ms": 10.0},
+        "prod": {"requests": 100.0, "error_rate": 0.01, "p95_ms": 10.0}}
+    # A p95 beyond the largest finite bucket (inf) and no timed request are both null.
+    judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
+    judge.observe([traffic("p", "prod", 0, 0), _beyond("c", 0)])
+    verdict = judge.observe([traffic("p", "prod", 0, 0), _beyond("c", 50)])
+    record = json.loads(json.dumps(verdict.record(at=1.0), allow_nan=False))
+    assert not record["decided"]
+    assert record["canary"] == {"requests": 50.0, "error_rate": 0.0, "p95_ms": None}
+    assert record["prod"] == {"requests": 0.0, "error_rate": 0.0, "p95_ms": None}
+
+
+def _beyond(target: str, total: float) -> Sample:
+    """A canary whose every request took longer than the largest finite bucket."""
+    s = Sample(target, "canary", ok=True)
+    s.series = [("app_requests_total", {"route": "/", "status": "200"}, total),
+                ("app_request_duration_seconds_bucket", {"route": "/", "le": "1.0"}, 0.0),
+                ("app_request_duration_seconds_bucket", {"route": "/", "le": "+Inf"}, total)]
+    return s

@@ -13,24 +13,48 @@ from cdpipe_host.keys import (
     CANARY_PREFIX,
     CANARY_WEIGHT,
     CONTROLLER_CHANNELS,
+    DEPLOY_HISTORY,
+    DEPLOY_PREFIX,
     ENV_LOCK,
     FLAGS_CHANNEL,
     FLAGS_PATTERN,
+    MONITOR_ALERT_HISTORY,
+    MONITOR_ALERTS,
+    MONITOR_CANARY_VERDICT,
+    MONITOR_OUTBOX,
+    MONITOR_OUTBOX_DEAD,
+    MONITOR_PREFIX,
+    MONITOR_SAMPLES,
+    MONITOR_SCALE_EVENTS,
+    MONITOR_SCALE_FAILING,
+    MONITOR_SCALE_LAST,
+    OPERATOR_CHANNELS,
     SERVERS_PREFIX,
 )
 from devkit.acl_redis import role_defaults
 
-MONITOR_PATTERN = "monitor:*"  # MONITOR_ALERTS, MONITOR_OUTBOX, MONITOR_SCALE_LAST
+MONITOR_PATTERN = f"{MONITOR_PREFIX}*"
+MONITOR_KEYS = (MONITOR_ALERTS, MONITOR_OUTBOX, MONITOR_OUTBOX_DEAD, MONITOR_SCALE_LAST,
+                MONITOR_SCALE_FAILING, MONITOR_SAMPLES, MONITOR_CANARY_VERDICT,
+                MONITOR_ALERT_HISTORY, MONITOR_SCALE_EVENTS)
 SERVERS = f"{SERVERS_PREFIX}*"
 CANARY = f"{CANARY_PREFIX}*"
+DEPLOY = f"{DEPLOY_PREFIX}*"
 # Per user: its key patterns (~ read-write, %R~ read-only) and its channels (&).
 EXPECTED = {
-    "operator": {f"~{FLAGS_PATTERN}", f"~{CANARY}", f"%R~{ENV_LOCK}"},
-    "deployer": {f"~{SERVERS}", f"~{CANARY_WEIGHT}", f"%R~{CANARY}", f"~{ENV_LOCK}"},
+    "operator": {f"~{FLAGS_PATTERN}", f"~{CANARY}", f"%R~{ENV_LOCK}", f"%R~{MONITOR_PATTERN}",
+                 f"%R~{SERVERS}", f"%R~{DEPLOY}", *(f"&{c}" for c in OPERATOR_CHANNELS)},
+    "deployer": {f"~{SERVERS}", f"~{CANARY_WEIGHT}", f"%R~{CANARY}", f"~{ENV_LOCK}",
+                 f"~{DEPLOY}"},
     "controller": {f"%R~{SERVERS}", f"%R~{CANARY}", *(f"&{c}" for c in CONTROLLER_CHANNELS)},
     "monitor": {f"~{MONITOR_PATTERN}", f"~{CANARY_ALERT}", f"%R~{SERVERS}"},
     "app": {f"%R~{FLAGS_PATTERN}", f"&{FLAGS_CHANNEL}"},
 }
+
+
+def test_the_key_patterns_cover_the_keys_they_stand_for() -> None:
+    assert all(k.startswith(MONITOR_PREFIX) for k in MONITOR_KEYS)
+    assert DEPLOY_HISTORY.startswith(DEPLOY_PREFIX)
 
 
 def rules() -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cdpipe import cli, providers, secrets
+from cdpipe import environment as environment_mod
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings
@@ -189,6 +190,33 @@ def test_an_instance_that_cannot_be_terminated_is_said_so(
         "prod-2 did not become healthy and could NOT be terminated (AWS error while "
         "terminating prod-2: Throttling); remove it by hand.")
     assert "prod-2" in saved_ids(env)  # still recorded: `down` finds it
+
+
+def test_the_configure_of_the_new_instance_is_in_the_deploy_history(
+        env: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorded done and failed (the record itself: tests/integration/
+    test_runtime_records.py); the failure's exception goes up unchanged."""
+    recorded: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(environment_mod.history, "record",
+                        lambda r, key, entry: recorded.append((key, entry)))
+    monkeypatch.setattr(env, "_playbook", lambda *a, **k: None)
+    env.scale_out(max_count=4)
+
+    def failing_playbook(*args: object, **kwargs: object) -> None:
+        raise CdpipeError("scale.yml failed on prod-3")
+
+    monkeypatch.setattr(env, "_playbook", failing_playbook)
+    with pytest.raises(CdpipeError, match="prod-3 did not become healthy"):
+        env.scale_out(max_count=4)
+    assert [key for key, _ in recorded] == ["deploy:history", "deploy:history"]
+    done, failed = (entry for _, entry in recorded)
+    assert {k: done[k] for k in ("command", "target", "commit", "ref", "result", "error",
+                                 "instance")} == {
+        "command": "scale out", "target": "prod", "commit": COMMIT, "ref": COMMIT,
+        "result": "ok", "error": "", "instance": "prod-2"}
+    assert (failed["result"], failed["instance"]) == ("failed", "prod-3")
+    assert failed["error"].startswith("prod-3 did not become healthy: taken out of "
+                                      "servers:prod and terminated. Why: scale.yml failed")
 
 
 @pytest.mark.parametrize(("error", "code"), [
