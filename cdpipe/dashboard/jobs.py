@@ -25,7 +25,7 @@ class Busy(Exception):
 
 
 class Jobs:
-    def __init__(self, publish: Callable[[dict[str, Any]], None],
+    def __init__(self, publish: Callable[[dict[str, Any]], object],
                  program: tuple[str, ...] = (sys.executable, "-m", "cdpipe.cli")) -> None:
         self.publish = publish
         self.program = program
