@@ -19,7 +19,7 @@ from tests.support import free_port
 # What the tests themselves read from the caller's environment; every other AWS_* and
 # CDPIPE_* variable is dropped for the session (pytest_configure).
 TEST_CONTROLS = {"CDPIPE_REQUIRE_MACHINES", "CDPIPE_MACHINES_REUSE",
-                 "CDPIPE_SELF_SCALING_FIGURES"}
+                 "CDPIPE_SELF_SCALING_FIGURES", "CDPIPE_DASHBOARD_SCREENSHOT"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
