@@ -7,6 +7,7 @@ import time
 
 from bench import (
     aws_calls,
+    dashboard,
     deploy_times,
     fault_table,
     instance_size,
@@ -43,6 +44,7 @@ def main() -> None:
                   f"| {rps / base_rps:16.3f} | {p99 / base_p99:14.3f} |")
 
         runtime_control.report(env)
+        dashboard.report(env)
         monitoring_bench.report(env)
         settle_times.report(env)  # after monitoring_bench: the environment polls every 1 s
     fault_table.report()  # the fault suite, on its own environment (after this one is down)

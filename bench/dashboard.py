@@ -110,6 +110,8 @@ def memory(browser: Any, url: str, pid: int) -> tuple[int, int, int]:
 
 
 def report(env: BenchEnv) -> None:
+    if not (env.home / "state.json").exists():  # run alone: the environment first
+        env.cdpipe("up")
     password = (env.home / "secrets" / password_name(OPERATOR)).read_text().strip()
     r = redis.Redis.from_url(env.redis_url(OPERATOR), decode_responses=True)
     r.set(flag_key("hiddenfeature"), "off")

@@ -214,6 +214,20 @@ def test_readable_on_a_phone_and_at_1280(browser: Browser, dashboard: Dashboard,
         viewer.context.close()
 
 
+def test_the_page_shows_the_monitors_samples(browser: Browser, dashboard: Dashboard,
+                                             local_env: LocalEnv) -> None:
+    r: redis.Redis = local_env.redis()
+    wait_until(lambda: len(r.hkeys("monitor:samples")) >= 4, 120,
+               "the monitor's samples of the four instances")
+    viewer = open_page(browser, dashboard)
+    for instance in ("proxy-1", "redis-1", "prod-1", "canary-1"):
+        row = viewer.locator(f'#instances tr[data-id="{instance}"]')
+        expect(row).to_contain_text("healthy")
+        no_value = "\u2013"  # what the page shows before a sample
+        expect(row.locator(".metric .value").first).not_to_have_text(no_value)
+    viewer.context.close()
+
+
 def test_screenshot_under_load(browser: Browser, dashboard: Dashboard, local_env: LocalEnv,
                                tmp_path: Path) -> None:
     """The README's picture: a logged-in page with flags set and traffic flowing."""
@@ -291,17 +305,3 @@ def test_no_secret_reaches_the_browser(dashboard: Dashboard, local_env: LocalEnv
     assert {"instances", "flags", "canary", "alerts", "scale", "deploys"} <= set(state)
     for name, value in secrets.items():
         assert all(value not in text for text in seen), f"{name} was sent to the browser"
-
-
-def test_the_page_shows_the_monitors_samples(browser: Browser, dashboard: Dashboard,
-                                             local_env: LocalEnv) -> None:
-    r: redis.Redis = local_env.redis()
-    wait_until(lambda: len(r.hkeys("monitor:samples")) >= 4, 120,
-               "the monitor's samples of the four instances")
-    viewer = open_page(browser, dashboard)
-    for instance in ("proxy-1", "redis-1", "prod-1", "canary-1"):
-        row = viewer.locator(f'#instances tr[data-id="{instance}"]')
-        expect(row).to_contain_text("healthy")
-        no_value = "\u2013"  # what the page shows before a sample
-        expect(row.locator(".metric .value").first).not_to_have_text(no_value)
-    viewer.context.close()

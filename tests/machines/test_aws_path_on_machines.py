@@ -28,23 +28,31 @@ from tests.support import wait_until
 
 
 @contextlib.contextmanager
-def redis_tunnel(env: MachinesEnv) -> Iterator[int]:
-    """The README's way for an operator: an SSH tunnel through the proxy machine to
-    Redis' private address; yields the local port."""
+def tunnel(env: MachinesEnv, target: str, what: str) -> Iterator[int]:
+    """An SSH tunnel through the proxy machine to ``target`` (host:port as the proxy
+    machine sees it); yields the local port."""
     port = free_port()
-    proxy, redis_host = env.address("proxy"), env.address("redis")
     proc = subprocess.Popen(["ssh", *SSH_OPTIONS, "-i", str(env.key), "-N",
-                             "-L", f"127.0.0.1:{port}:{redis_host}:6379", f"admin@{proxy}"])
+                             "-L", f"127.0.0.1:{port}:{target}",
+                             f"admin@{env.address('proxy')}"])
 
     def listening() -> bool:
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
     try:
-        wait_until(listening, 30, "the SSH tunnel to Redis")
+        wait_until(listening, 30, f"the SSH tunnel to {what}")
         yield port
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def redis_tunnel(env: MachinesEnv) -> Iterator[int]:
+    """The README's way for an operator: an SSH tunnel through the proxy machine to
+    Redis' private address; yields the local port."""
+    with tunnel(env, f"{env.address('redis')}:6379", "Redis") as port:
+        yield port
 
 
 def redis_password(env: MachinesEnv, user: str) -> str:
@@ -154,13 +162,14 @@ def test_operator_flips_a_flag_with_redis_cli_through_an_ssh_tunnel(
 
 @pytest.mark.parametrize(("role", "users"), [
     ("canary", {"app"}), ("prod", {"app"}), ("redis", set()),
-    ("proxy", {"controller", "deployer", "monitor", "app"})])
+    ("proxy", {"controller", "deployer", "monitor", "app", "operator"})])
 def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, role: str,
                                                        users: set[str]) -> None:
     """The canary machine holds no credential that may write servers:* (only the app
     user's); Redis' machine holds hashes only; the deployer's file is root's. The proxy
     machine's scaler holds the app's password too (scale.yml writes it on the machines
-    it creates), readable by the scaler's user only; never the admin's or operator's."""
+    it creates) and the operator's (the dashboard's login), readable by the scaler's
+    user only; no machine holds the admin's."""
     found = set()
     for user in ("admin", "operator", "deployer", "controller", "monitor", "app"):
         hit = deployed.ssh(deployed.address(role), (
@@ -180,6 +189,49 @@ def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, ro
         assert scaler.split() == ["/opt/cdpipe/scaler/home", "cdpipe-scaler", "700",
                                   "/opt/cdpipe/scaler/home/secrets/redis_app_password",
                                   "cdpipe-scaler", "600"]
+
+
+def test_the_dashboard_on_the_proxy_machine_through_an_ssh_tunnel(
+        deployed: MachinesEnv) -> None:
+    """The page runs on the proxy machine as the scaler's user, on its loopback only;
+    through a tunnel the operator reads the environment and, logged in, flips a flag
+    that the proxy then serves, and the open stream shows it."""
+    proxy_host = deployed.address("proxy")
+    out = deployed.ssh(proxy_host, "ps -eo user:20,args")
+    assert {line.split()[0] for line in out.splitlines()
+            if "cdpipe.cli dashboard" in line and "ps -eo" not in line} == {"cdpipe-scaler"}
+    listening = deployed.ssh(proxy_host, "ss -Hltn 'sport = :8099'")
+    assert [line.split()[3] for line in listening.splitlines() if line.strip()] == [
+        "127.0.0.1:8099"]
+    proxy = f"http://{proxy_host}"
+    with tunnel(deployed, "127.0.0.1:8099", "the dashboard") as port:
+        base = f"http://127.0.0.1:{port}"
+        state = requests.get(base + "/api/state", timeout=10).json()
+        assert sorted(i["role"] for i in state["instances"]) == [
+            "canary", "prod", "proxy", "redis"]
+        assert {i["commit"] for i in state["instances"] if i["role"] in ("prod", "canary")
+                } == {deployed.new}
+        with requests.Session() as s, requests.get(base + "/events", stream=True,
+                                                   timeout=30) as stream:
+            login = s.post(base + "/api/login",
+                           json={"password": redis_password(deployed, "operator")},
+                           timeout=10)
+            assert login.status_code == 200
+            done = s.post(base + "/api/flag", json={"name": "hiddenfeature", "value": "on"},
+                          headers={"X-CSRF-Token": login.json()["csrf"]}, timeout=10)
+            assert done.json() == {"message": "flag:hiddenfeature = on"}
+            wait_until(lambda: status_of(proxy + "/hiddenfeature") == 200, 20,
+                       "/hiddenfeature answering 200 through the proxy")
+            seen, deadline = "", time.monotonic() + 30  # heartbeats come every 15 s
+            for line in stream.iter_lines(decode_unicode=True):
+                seen = line if '"hiddenfeature":"on"' in line else seen
+                if seen or time.monotonic() > deadline:
+                    break
+            assert seen, "the open stream never showed flag:hiddenfeature = on"
+            s.post(base + "/api/flag", json={"name": "hiddenfeature", "value": "off"},
+                   headers={"X-CSRF-Token": login.json()["csrf"]}, timeout=10)
+    wait_until(lambda: status_of(proxy + "/hiddenfeature") == 404, 20,
+               "/hiddenfeature answering 404 again")
 
 
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:
