@@ -288,12 +288,15 @@ class Environment:
                  "target": ",".join(roles), "command": command,
                  "result": "ok" if error is None else "failed", "error": error or "",
                  "by": deployed_by(), **extra}
+        not_recorded = f"the {command} of {sha[:12]} was not recorded in {DEPLOY_HISTORY}"
+        if not self.state.of_role("redis"):
+            self.show(f"{not_recorded}: the environment has no Redis instance")
+            return
         try:
             r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
             history.record(r, DEPLOY_HISTORY, entry)
         except (CdpipeError, runtime_control.redis.RedisError) as exc:
-            self.show(f"the {command} of {sha[:12]} was not recorded in {DEPLOY_HISTORY}: "
-                      f"{one_line(str(exc), 300)}")
+            self.show(f"{not_recorded}: {one_line(str(exc), 300)}")
 
     def _record_deployed(self) -> None:
         """Saves the deployed commits, then has the provider record them (EC2: tags)."""
