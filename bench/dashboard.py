@@ -40,23 +40,35 @@ def _wait_answer(session: requests.Session, url: str, want: int, t0: float) -> f
 
 def click_to_proxy(page: Any, env: BenchEnv, r: redis.Redis) -> tuple[list[float], list[float]]:
     """Milliseconds from a click on the flag's toggle to /hiddenfeature answering
-    accordingly through the proxy; and, in alternate rounds, from a plain SET."""
+    accordingly through the proxy; and from a plain SET of the same flag. Each round
+    flips it on and back off, by click then SET in even rounds, by SET then click in odd
+    ones (both ways, both directions)."""
     url = f"http://127.0.0.1:{env.port_base}/hiddenfeature"
     clicks, sets = [], []
     row = page.locator('#flags tr[data-flag="hiddenfeature"]')
+
+    def click(label: str, want: int, shown: str) -> None:
+        button = row.get_by_role("button", name=label)
+        expect(button).to_be_enabled()
+        t0 = time.perf_counter()
+        button.click()
+        clicks.append(_wait_answer(session, url, want, t0))
+        expect(row.locator(".value")).to_have_text(shown)
+
+    def redis_set(value: str, want: int) -> None:
+        t0 = time.perf_counter()
+        r.set(flag_key("hiddenfeature"), value)
+        sets.append(_wait_answer(session, url, want, t0))
+        expect(row.locator(".value")).to_have_text(value)
+
     with requests.Session() as session:
         for n in range(ROUNDS):
-            want_on = n % 2 == 0
-            button = row.get_by_role("button", name="Turn on" if want_on else "Turn off")
-            expect(button).to_be_enabled()
-            t0 = time.perf_counter()
-            button.click()
-            clicks.append(_wait_answer(session, url, 200 if want_on else 404, t0))
-            expect(row.locator(".value")).to_have_text("on" if want_on else "off")
-            t0 = time.perf_counter()
-            r.set(flag_key("hiddenfeature"), "off" if want_on else "on")
-            sets.append(_wait_answer(session, url, 404 if want_on else 200, t0))
-            expect(row.locator(".value")).to_have_text("off" if want_on else "on")
+            if n % 2 == 0:
+                click("Turn on", 200, "on")
+                redis_set("off", 404)
+            else:
+                redis_set("on", 200)
+                click("Turn off", 404, "off")
     return clicks, sets
 
 

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from statistics import mean
+from typing import Any
 
 import redis
 
@@ -54,6 +55,7 @@ class Monitor:
         self.unqueued: list[str] = []
         self.cycles = 0
         self.skipped = OnceLog(log)  # invalid server entries, each logged once
+        self.last_decided: dict[str, Any] | None = None  # the judge's last decided verdict
 
     def targets(self) -> list[tuple[str, str, str]]:
         found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
@@ -133,9 +135,16 @@ class Monitor:
             log.warning("canary alert raised: %s", verdict.reason)
 
     def record_verdict(self, verdict: Verdict) -> None:
-        """The latest verdict, for the dashboard; a Redis error is logged, never raised."""
+        """The latest verdict, for the dashboard, with the last decided one under
+        ``last_decided`` (after a failed verdict the judge starts a new window, whose
+        "no verdict yet" must not hide why the canary was taken out); a Redis error is
+        logged, never raised."""
+        record = verdict.record(time.time())
+        if verdict.decided:
+            self.last_decided = dict(record)
+        record["last_decided"] = self.last_decided
         try:
-            self.r.set(MONITOR_CANARY_VERDICT, json.dumps(verdict.record(time.time())))
+            self.r.set(MONITOR_CANARY_VERDICT, json.dumps(record))
         except redis.RedisError as exc:
             log.warning("canary verdict not recorded in %s (%s)", MONITOR_CANARY_VERDICT,
                         exc)

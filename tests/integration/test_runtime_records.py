@@ -201,7 +201,30 @@ def test_the_monitor_records_each_verdict(server: AclRedis) -> None:
     assert verdict == {"decided": False, "failed": False,
                        "reason": "no verdict yet: 0 canary and 0 prod requests (need 20)",
                        "canary": {"requests": 0.0, "error_rate": 0.0, "p95_ms": None},
-                       "prod": {"requests": 0.0, "error_rate": 0.0, "p95_ms": None}}
+                       "prod": {"requests": 0.0, "error_rate": 0.0, "p95_ms": None},
+                       "last_decided": None}
+
+
+def test_a_new_window_keeps_the_last_decided_verdict_in_view(server: AclRedis) -> None:
+    """After a failed verdict the judge starts again ("no verdict yet"): the record
+    still says why the canary was taken out."""
+    from monitoring.canary_judge import Side, Verdict
+    from monitoring.config import MonitorConfig
+    from monitoring.monitor import Monitor
+
+    cfg = MonitorConfig.model_validate({
+        "redis_url": server.url("monitor"), "targets": [], "discover_roles": [],
+        "rules": [], "canary": {"enabled": True}})
+    monitor = Monitor(cfg)
+    failed = Verdict(True, True, "canary 5xx rate 40.0% vs prod 0.0%",
+                     Side(50, 0.4, 12.0), Side(100, 0.0, 10.0))
+    monitor.record_verdict(failed)
+    monitor.record_verdict(Verdict(False, False, "no verdict yet"))
+    verdict = runtime_records.read_verdict(server.client("operator"))
+    assert verdict is not None and verdict["decided"] is False
+    last = verdict["last_decided"]
+    assert last["failed"] is True and last["reason"] == failed.reason
+    assert last["canary"] == {"requests": 50, "error_rate": 0.4, "p95_ms": 12.0}
 
 
 def test_a_verdict_redis_refuses_does_not_stop_the_judge(
@@ -211,6 +234,7 @@ def test_a_verdict_redis_refuses_does_not_stop_the_judge(
     monitor = Monitor.__new__(Monitor)
     monitor.r = redis.Redis(port=free_port(), socket_timeout=1, socket_connect_timeout=1)
     monitor.judge = Judge(CanaryJudge(min_requests=20))
+    monitor.last_decided = None
     with caplog.at_level(logging.WARNING):
         monitor.judge_canary([])  # undecided: no other Redis call follows
     assert "canary verdict not recorded in monitor:canary:verdict" in caplog.text

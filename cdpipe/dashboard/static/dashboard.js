@@ -155,12 +155,15 @@ const render = {
     state.textContent = c.alert ? "ARMED: the canary gets no traffic" : "off: the canary gets its share";
     state.className = c.alert ? "pill bad" : "pill good";
     const v = c.verdict;
-    $("verdict").textContent = v ? `judge at ${clock(v.at)}: ${v.reason}` +
-      (v.canary && v.prod ? ` (canary ${number(v.canary.requests, 0)} req, ` +
-        `5xx ${number(100 * v.canary.error_rate, 2)}%, p95 ${number(v.canary.p95_ms, 0)} ms; ` +
-        `prod ${number(v.prod.requests, 0)} req, 5xx ${number(100 * v.prod.error_rate, 2)}%, ` +
-        `p95 ${number(v.prod.p95_ms, 0)} ms)` : "")
+    const judged = (w) => `judge at ${clock(w.at)}: ${w.reason}` +
+      (w.canary && w.prod ? ` (canary ${number(w.canary.requests, 0)} req, ` +
+        `5xx ${number(100 * w.canary.error_rate, 2)}%, p95 ${number(w.canary.p95_ms, 0)} ms; ` +
+        `prod ${number(w.prod.requests, 0)} req, 5xx ${number(100 * w.prod.error_rate, 2)}%, ` +
+        `p95 ${number(w.prod.p95_ms, 0)} ms)` : "");
+    const last = v && !v.decided && v.last_decided ? v.last_decided : null;
+    $("verdict").textContent = v ? judged(v) + (last ? `; last verdict: ${judged(last)}` : "")
       : "judge: no verdict recorded yet";
+    $("verdict").className = "figures" + (v && (v.failed || (last && last.failed)) ? " bad" : "");
   },
 
   flags(flags) {
