@@ -19,28 +19,19 @@ import redis
 import redis.asyncio as aioredis
 
 from cdpipe.dashboard.view import STATE, sections_of
-from cdpipe_host.keys import (
-    CANARY_PREFIX,
-    DEPLOY_HISTORY,
-    ENV_LOCK,
-    FLAG_PREFIX,
-    SERVERS_PREFIX,
-    key_of_channel,
-    keyspace_channel,
-)
+from cdpipe_host.keys import OPERATOR_CHANNELS, key_of_channel
 
 log = logging.getLogger("cdpipe.dashboard")
 
-PATTERNS = tuple(keyspace_channel(p) for p in (
-    f"{FLAG_PREFIX}*", f"{CANARY_PREFIX}*", "monitor:*", f"{SERVERS_PREFIX}*",
-    f"{DEPLOY_HISTORY.split(':')[0]}:*", f"{ENV_LOCK.split(':')[0]}:*"))
+PATTERNS = OPERATOR_CHANNELS  # exactly the patterns the operator's ACL allows
 RESYNC_SECONDS = 10.0
 COALESCE_SECONDS = 0.02  # a burst of notifications (one MULTI) is read once
 QUEUE_FRAMES = 256  # a page that falls this far behind is disconnected
 
 
-def frame(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def frame(event: str, encoded: str) -> bytes:
+    """One Server-Sent Event: its name, and its data (JSON on one line)."""
+    return f"event: {event}\ndata: {encoded}\n\n".encode()
 
 
 class Hub:
@@ -57,7 +48,7 @@ class Hub:
         if self.last.get(section) == encoded:
             return False
         self.last[section] = encoded
-        message = f"event: {section}\ndata: {encoded}\n\n".encode()
+        message = frame(section, encoded)
         for queue in list(self.clients):
             try:
                 queue.put_nowait(message)
@@ -71,7 +62,7 @@ class Hub:
     def join(self) -> asyncio.Queue[bytes | None]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
         for section, encoded in self.last.items():
-            queue.put_nowait(f"event: {section}\ndata: {encoded}\n\n".encode())
+            queue.put_nowait(frame(section, encoded))
         self.clients.add(queue)
         return queue
 

@@ -26,7 +26,7 @@ from aiohttp import web
 from cdpipe import runtime_control, secrets
 from cdpipe.dashboard import view
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
-from cdpipe.dashboard.live import Hub, Live
+from cdpipe.dashboard.live import Hub, Live, frame
 from cdpipe.dashboard.sessions import COOKIE, CSRF_HEADER, Sessions
 from cdpipe.dashboard.traffic import Reading, TrafficMeter
 from cdpipe.environment import Environment
@@ -160,7 +160,7 @@ class Dashboard:
         await response.prepare(request)
         queue = self.hub.join()
         if (job := self.jobs.view()) is not None:
-            queue.put_nowait(f"event: job\ndata: {json.dumps(job)}\n\n".encode())
+            queue.put_nowait(frame("job", json.dumps(job, separators=(",", ":"))))
         try:
             await response.write(b"retry: 1000\n\n")
             while True:
