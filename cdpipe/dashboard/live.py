@@ -29,17 +29,25 @@ COALESCE_SECONDS = 0.02  # a burst of notifications (one MULTI) is read once
 QUEUE_FRAMES = 256  # a page that falls this far behind is disconnected
 
 
+Message = tuple[str, str]  # (section, its JSON on one line)
+
+
 def frame(event: str, encoded: str) -> bytes:
     """One Server-Sent Event: its name, and its data (JSON on one line)."""
     return f"event: {event}\ndata: {encoded}\n\n".encode()
 
 
+def ws_message(event: str, encoded: str) -> str:
+    """One WebSocket text message: ``{"event": name, "data": ...}``."""
+    return f'{{"event":{json.dumps(event)},"data":{encoded}}}'
+
+
 class Hub:
-    """The open pages (one queue each) and the last payload of each section, which a
-    new page receives first."""
+    """The open pages (one queue each, whatever carries it: WebSocket or Server-Sent
+    Events) and the last payload of each section, which a new page receives first."""
 
     def __init__(self) -> None:
-        self.clients: set[asyncio.Queue[bytes | None]] = set()
+        self.clients: set[asyncio.Queue[Message | None]] = set()
         self.last: dict[str, str] = {}
 
     def publish(self, section: str, data: Any) -> bool:
@@ -48,7 +56,7 @@ class Hub:
         if self.last.get(section) == encoded:
             return False
         self.last[section] = encoded
-        message = frame(section, encoded)
+        message = (section, encoded)
         for queue in list(self.clients):
             try:
                 queue.put_nowait(message)
@@ -59,14 +67,14 @@ class Hub:
                 queue.put_nowait(None)
         return True
 
-    def join(self) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
+    def join(self) -> asyncio.Queue[Message | None]:
+        queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_FRAMES)
         for section, encoded in self.last.items():
-            queue.put_nowait(frame(section, encoded))
+            queue.put_nowait((section, encoded))
         self.clients.add(queue)
         return queue
 
-    def leave(self, queue: asyncio.Queue[bytes | None]) -> None:
+    def leave(self, queue: asyncio.Queue[Message | None]) -> None:
         self.clients.discard(queue)
 
 

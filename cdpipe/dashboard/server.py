@@ -1,5 +1,6 @@
 """The dashboard's web server (aiohttp): the page and its two static files, the state as
-JSON, the live stream (Server-Sent Events), the operator's login and the actions.
+JSON, the live feed (WebSocket for the page, Server-Sent Events for scripts), the
+operator's login and the actions.
 
 Reads need no login; every action needs the operator's session cookie and the session's
 CSRF token in the ``X-CSRF-Token`` header, and a same-origin request. Actions call the
@@ -10,6 +11,7 @@ gets instance ids, roles, addresses, commits, flags and the monitor's records.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -26,7 +28,7 @@ from aiohttp import web
 from cdpipe import runtime_control, secrets
 from cdpipe.dashboard import view
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
-from cdpipe.dashboard.live import Hub, Live, frame
+from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
 from cdpipe.dashboard.sessions import COOKIE, CSRF_HEADER, Sessions
 from cdpipe.dashboard.traffic import Reading, TrafficMeter
 from cdpipe.environment import Environment
@@ -153,24 +155,56 @@ class Dashboard:
         sections["job"] = self.jobs.view()
         return web.json_response(sections)
 
+    def _join(self) -> asyncio.Queue[Message | None]:
+        queue = self.hub.join()
+        if (job := self.jobs.view()) is not None:
+            queue.put_nowait(("job", json.dumps(job, separators=(",", ":"))))
+        return queue
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """The page's live feed: every section as it changes, as WebSocket messages
+        (a browser keeps at most six HTTP/1.1 streams per site, and every open tab would
+        hold one; WebSockets do not count against that)."""
+        if not _same_origin(request):
+            return _error(403, "refused: the request did not come from this page")
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+        await ws.prepare(request)
+        queue = self._join()
+
+        async def send() -> None:
+            while (message := await queue.get()) is not None:
+                await ws.send_str(ws_message(*message))
+            await ws.close()  # too slow, or the dashboard stops: the page reconnects
+
+        sender = asyncio.get_running_loop().create_task(send())
+        try:
+            async for _message in ws:  # the page sends nothing; this ends when it goes
+                pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await sender
+            self.hub.leave(queue)
+        return ws
+
     async def events(self, request: web.Request) -> web.StreamResponse:
+        """The same feed as Server-Sent Events, for curl and scripts."""
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-store",
             "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        queue = self.hub.join()
-        if (job := self.jobs.view()) is not None:
-            queue.put_nowait(frame("job", json.dumps(job, separators=(",", ":"))))
+        queue = self._join()
         try:
             await response.write(b"retry: 1000\n\n")
             while True:
                 try:
                     message = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
                 except TimeoutError:
-                    message = b": heartbeat\n\n"
+                    await response.write(b": heartbeat\n\n")
+                    continue
                 if message is None:
                     break
-                await response.write(message)
+                await response.write(frame(*message))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -278,6 +312,7 @@ class Dashboard:
         app.router.add_get("/api/state", self.state)
         app.router.add_get("/api/session", self.session)
         app.router.add_get("/events", self.events)
+        app.router.add_get("/ws", self.websocket)
         app.router.add_post("/api/login", self.login)
         app.router.add_post("/api/logout", self.logout)
         app.router.add_post("/api/flag", self.action(self.set_flag))

@@ -163,6 +163,23 @@ def test_second_tab_sees_a_change_without_reloading(
     viewer.context.close()
 
 
+def test_many_tabs_of_one_browser_all_stay_live(browser: Browser, dashboard: Dashboard,
+                                                local_env: LocalEnv) -> None:
+    """More tabs than a browser's six HTTP/1.1 connections to one site: each still
+    loads and follows the changes (the feed is a WebSocket, not a held HTTP stream)."""
+    context = browser.new_context()
+    tabs = []
+    for _ in range(8):
+        tab = context.new_page()
+        tab.goto(dashboard.url)
+        expect(tab.locator("#connection")).to_have_text("live", timeout=10_000)
+        tabs.append(tab)
+    local_env.redis(OPERATOR).set("flag:manytabs", "on")
+    for tab in tabs:
+        expect(flag_row(tab, "manytabs").locator(".value")).to_have_text("on")
+    context.close()
+
+
 def test_read_only_without_login(browser: Browser, dashboard: Dashboard,
                                  local_env: LocalEnv) -> None:
     local_env.redis(OPERATOR).set("flag:hiddenfeature", "on")

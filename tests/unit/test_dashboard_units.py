@@ -5,11 +5,12 @@ fans sections out to the open pages."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from cdpipe.dashboard import sessions as sessions_mod
-from cdpipe.dashboard.live import QUEUE_FRAMES, Hub
+from cdpipe.dashboard.live import QUEUE_FRAMES, Hub, frame, ws_message
 from cdpipe.dashboard.sessions import Sessions
 from cdpipe.dashboard.traffic import Reading, TrafficMeter
 from cdpipe.dashboard.view import SECTIONS, STATE, sections_of
@@ -131,8 +132,7 @@ def test_the_hub_sends_changes_only_and_a_new_page_gets_the_latest_first() -> No
         assert hub.publish("flags", {"a": "off"})
         assert page.qsize() == 2
         late = hub.join()
-        frame = late.get_nowait()
-        assert frame == b'event: flags\ndata: {"a":"off"}\n\n'
+        assert late.get_nowait() == ("flags", '{"a":"off"}')
     asyncio.run(scenario())
 
 
@@ -145,3 +145,9 @@ def test_a_page_that_falls_behind_is_let_go() -> None:
         assert slow not in hub.clients
         assert slow.get_nowait() is None  # its stream ends: the page reconnects
     asyncio.run(scenario())
+
+
+def test_one_message_as_a_server_sent_event_and_as_a_websocket_message() -> None:
+    assert frame("flags", '{"a":"on"}') == b'event: flags\ndata: {"a":"on"}\n\n'
+    assert json.loads(ws_message("flags", '{"a":"on"}')) == {"event": "flags",
+                                                             "data": {"a": "on"}}

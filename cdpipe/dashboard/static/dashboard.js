@@ -1,4 +1,4 @@
-// cdpipe dashboard: renders the sections the server pushes (Server-Sent Events) and
+// cdpipe dashboard: renders the sections the server pushes (over a WebSocket) and
 // sends the operator's actions with the session's CSRF token. No framework, no build.
 "use strict";
 
@@ -240,20 +240,24 @@ const render = {
   },
 };
 
-// -- the stream ------------------------------------------------------------------------
+// -- the live feed ----------------------------------------------------------------------
+// A WebSocket, not an EventSource: a browser keeps at most six HTTP/1.1 streams per
+// site, so a seventh tab of the dashboard would wait forever for its own page.
 function connect() {
-  const source = new EventSource("/events");
-  for (const [name, draw] of Object.entries(render)) {
-    source.addEventListener(name, (event) => {
-      draw(JSON.parse(event.data));
-      if (name === "traffic" && page.instances.length) render.instances(page.instances);
-      document.body.dataset[`seen${name}`] = String(Date.now());
-    });
-  }
-  source.addEventListener("error", () => {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.addEventListener("message", (message) => {
+    const { event, data } = JSON.parse(message.data);
+    const draw = render[event];
+    if (!draw) return;
+    draw(data);
+    if (event === "traffic" && page.instances.length) render.instances(page.instances);
+  });
+  socket.addEventListener("close", () => {
     const pill = $("connection");
     pill.textContent = "reconnecting…";
     pill.className = "pill bad";
+    setTimeout(connect, 1000);
   });
 }
 
