@@ -45,7 +45,7 @@ def _probe(instance: Instance, password: str | None) -> dict[str, Any]:
     return entry
 
 
-def _lock(client: redis.Redis) -> dict[str, Any] | None:
+def lock_report(client: redis.Redis) -> dict[str, Any] | None:
     """The environment lock's holder; None when it is free or (a Redis whose rules
     predate the lock: `cdpipe up` installs them) the operator may not read it."""
     try:
@@ -69,7 +69,7 @@ def _runtime(url: str | None) -> dict[str, Any]:
         weight, alert = read_canary(client)
         out["canary"] = {"weight": weight, "alert": alert}
         out["flags"] = read_flags(client)
-        out["lock"] = _lock(client)
+        out["lock"] = lock_report(client)
     except redis.RedisError as exc:
         out["redis_error"] = str(exc)
     return out

@@ -12,8 +12,8 @@ from typing import Any
 import redis
 
 from cdpipe import runtime_control, runtime_records
-from cdpipe.env_lock import holder
 from cdpipe.state import State
+from cdpipe.status import lock_report
 from cdpipe_host.keys import (
     CANARY_PREFIX,
     DEPLOY_HISTORY,
@@ -98,17 +98,6 @@ def alerts(r: redis.Redis) -> dict[str, Any]:
             "history": runtime_records.read_alert_history(r, HISTORY)}
 
 
-def lock(r: redis.Redis) -> dict[str, Any] | None:
-    try:
-        held = holder(r)
-    except redis.exceptions.NoPermissionError:
-        return None
-    if held is None:
-        return None
-    return {"owner": held.owner,
-            "seconds_left": None if held.seconds_left is None else math.ceil(held.seconds_left)}
-
-
 def read(r: redis.Redis, state: State, wanted: Iterable[str]) -> dict[str, Any]:
     """The wanted sections, by name. RedisError goes up."""
     readers: dict[str, Callable[[], Any]] = {
@@ -118,7 +107,7 @@ def read(r: redis.Redis, state: State, wanted: Iterable[str]) -> dict[str, Any]:
         "alerts": lambda: alerts(r),
         "scale": lambda: runtime_records.read_scale_events(r, HISTORY),
         "deploys": lambda: runtime_records.read_deploys(r, HISTORY),
-        "lock": lambda: lock(r),
+        "lock": lambda: lock_report(r),
     }
     return {name: readers[name]() for name in wanted if name in readers}
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,24 +30,14 @@ from cdpipe.model import Instance
 from cdpipe.redis_users import password_name
 from cdpipe.state import State, save
 from cdpipe_host.keys import ENV_LOCK
-from devkit.acl_redis import AclRedis, acl_redis
+from devkit.acl_redis import AclRedis
+from tests.acl_server import clean, server  # noqa: F401 (fixtures)
 from tests.support import cdpipe_env, free_port
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 
 OWNER = re.compile(r"^(deploy|scale out) on \S+ pid \d+ since "
                    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[[0-9a-f]{8}\]$")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[AclRedis]:
-    with acl_redis() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: AclRedis) -> None:
-    server.client("admin").flushall()
 
 
 def deployer(server: AclRedis, timeout: float = 5) -> redis.Redis:

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,8 @@ from cdpipe_host.keys import (
     servers_key,
 )
 from cdpipe_host.proxy.desired import read_desired
-from devkit.acl_redis import AclRedis, acl_redis
+from devkit.acl_redis import AclRedis
+from tests.acl_server import clean, server  # noqa: F401 (fixtures)
 from tests.support import cdpipe_env, wait_until
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
@@ -69,17 +70,6 @@ WRITERS = {
     ENV_LOCK: {"admin", "deployer"},
     DEPLOY_HISTORY: {"admin", "deployer"},
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[AclRedis]:
-    with acl_redis() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: AclRedis) -> None:
-    server.client("admin").flushall()
 
 
 def refused(call: Callable[[], object]) -> bool:

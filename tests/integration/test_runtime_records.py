@@ -13,7 +13,6 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,27 +36,17 @@ from cdpipe_host.keys import (
     MONITOR_SCALE_EVENTS,
     flag_key,
 )
-from devkit.acl_redis import AclRedis, acl_redis
+from devkit.acl_redis import AclRedis
 from monitoring.alerts import AlertBook
 from monitoring.canary_judge import Judge
 from monitoring.config import CanaryJudge
 from monitoring.samples import KEEP, SampleHistory
 from monitoring.scrape import Sample
+from tests.acl_server import clean, server  # noqa: F401 (fixtures)
 from tests.support import cdpipe_env, free_port
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 COMMIT = "c0ffee" + "0" * 34
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[AclRedis]:
-    with acl_redis() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: AclRedis) -> None:
-    server.client("admin").flushall()
 
 
 def sample(target: str, role: str = "prod", cpu: float | None = 10.0,
