@@ -25,7 +25,7 @@ log = logging.getLogger("cdpipe.dashboard")
 
 PATTERNS = OPERATOR_CHANNELS  # exactly the patterns the operator's ACL allows
 RESYNC_SECONDS = 10.0
-COALESCE_SECONDS = 0.02  # a burst of notifications (one MULTI) is read once
+COALESCE_SECONDS = 0.005  # a burst of notifications (one MULTI) is read once
 QUEUE_FRAMES = 256  # a page that falls this far behind is disconnected
 
 
