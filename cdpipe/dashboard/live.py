@@ -61,11 +61,15 @@ class Hub:
             try:
                 queue.put_nowait(message)
             except asyncio.QueueFull:  # too slow: its stream ends, the page reconnects
-                self.clients.discard(queue)  # and starts afresh from the latest
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(None)
+                self.end(queue)  # and starts afresh from the latest
         return True
+
+    def end(self, queue: asyncio.Queue[Message | None]) -> None:
+        """Ends one page's feed: what it did not get yet is dropped."""
+        self.clients.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
 
     def join(self) -> asyncio.Queue[Message | None]:
         queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_FRAMES)

@@ -120,8 +120,8 @@ class Dashboard:
         self.live.start()
 
     async def on_shutdown(self, _app: web.Application) -> None:
-        for queue in list(self.hub.clients):  # ends every open stream
-            queue.put_nowait(None)
+        for queue in list(self.hub.clients):  # ends every open feed
+            self.hub.end(queue)
 
     async def on_cleanup(self, _app: web.Application) -> None:
         await self.live.stop()
