@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from cdpipe.dashboard.view import STATE, sections_of
+from cdpipe.dashboard.view import sections_of
 from cdpipe_host.keys import OPERATOR_CHANNELS, key_of_channel
 
 log = logging.getLogger("cdpipe.dashboard")
@@ -99,7 +99,6 @@ class Live:
         self.wake.set()
         self.tasks: list[asyncio.Task[None]] = []
         self.notifications = 0
-        self.pending_state: set[str] = set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,7 +149,6 @@ class Live:
             await asyncio.sleep(COALESCE_SECONDS)
             self.wake.clear()
             wanted, self.dirty = self.dirty, set()
-            self.pending_state |= wanted & {STATE}  # read again at the next resync
             try:
                 sections = await asyncio.to_thread(self.read, wanted)
             except Exception as exc:  # Redis down, a state file mid-write: said, retried
@@ -163,12 +161,9 @@ class Live:
                 self.hub.publish(name, data)
 
     async def _resync(self) -> None:
-        """Every section again; the state too when a change may have moved it since its
-        last read (``pending_state``)."""
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
-            self.mark(set(self.all_sections) | self.pending_state)
-            self.pending_state = set()
+            self.mark(set(self.all_sections))
 
     async def _traffic(self) -> None:
         while True:

@@ -57,14 +57,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Source:
-    """The environment as the page reads it: the state (read again when instances or
-    commits may have moved, at most every STATE_MIN_SECONDS; a change within that time
-    is caught by the next resynchronisation) and the operator's Redis client."""
+    """The environment as the page reads it: the state (read again once after a change
+    that may have moved instances or commits, at most every STATE_MIN_SECONDS; a change
+    within that time is read at the next read after it, the resynchronisation's at the
+    latest) and the operator's Redis client."""
 
     def __init__(self, env: Environment) -> None:
         self.env = env
         self.lock = threading.Lock()
         self.read_at = time.monotonic()
+        self.stale = False  # a change moved the state; not read again yet (too soon)
         self._client: redis.Redis | None = None
         self._url: str | None = None
 
@@ -81,10 +83,12 @@ class Source:
 
     def read(self, wanted: set[str]) -> dict[str, Any]:
         with self.lock:
+            if view.STATE in wanted:
+                self.stale = True
             pause = STATE_MIN_SECONDS.get(self.env.provider.name, 10.0)
-            if view.STATE in wanted and time.monotonic() - self.read_at > pause:
+            if self.stale and time.monotonic() - self.read_at > pause:
                 self.env.reread()
-                self.read_at = time.monotonic()
+                self.read_at, self.stale = time.monotonic(), False
             if not self.env.state.instances:
                 raise CdpipeError("no environment is up; run `cdpipe up`")
             return view.read(self.client(), self.env.state, wanted)

@@ -151,3 +151,75 @@ def test_one_message_as_a_server_sent_event_and_as_a_websocket_message() -> None
     assert frame("flags", '{"a":"on"}') == b'event: flags\ndata: {"a":"on"}\n\n'
     assert json.loads(ws_message("flags", '{"a":"on"}')) == {"event": "flags",
                                                              "data": {"a": "on"}}
+
+
+# -- the state's reads ------------------------------------------------------------------
+class FakeEnvironment:
+    """What the dashboard's Source uses of an Environment: a provider name, a state
+    with instances, and reread(), counted (aws: one DescribeInstances each)."""
+
+    def __init__(self) -> None:
+        from cdpipe.model import Instance
+        from cdpipe.state import State
+
+        self.provider = type("P", (), {"name": "aws"})()
+        self.state = State(provider="aws", instances=[
+            Instance(id="i-1", role="prod", host="10.0.0.1", ports={}, provider="aws")])
+        self.rereads = 0
+
+    def reread(self) -> None:
+        self.rereads += 1
+
+
+def test_the_state_is_read_again_once_per_change_that_moves_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not on the resynchronisations that follow (each would cost a DescribeInstances
+    on AWS: the machine suite counts them), and a change that came too soon after the
+    last read is read at the next read once the pause is over."""
+    from cdpipe.dashboard import server, view
+
+    clock = [1000.0]
+    monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(view, "read", lambda r, state, wanted: {})
+    env = FakeEnvironment()
+    source = server.Source(env)  # type: ignore[arg-type]
+    monkeypatch.setattr(source, "client", lambda: None)
+    everything = set(SECTIONS)
+    clock[0] += 60
+    source.read({"instances", STATE})  # a server list changed
+    assert env.rereads == 1
+    source.read({"deploys", STATE})  # too soon after the last read: not yet...
+    assert env.rereads == 1
+    clock[0] += server.STATE_MIN_SECONDS["aws"] + 1
+    source.read(everything)  # ...but at the next read after the pause
+    assert env.rereads == 2
+    for _ in range(5):  # resyncs, samples: no change that moves the state
+        clock[0] += 10
+        source.read(everything)
+    assert env.rereads == 2
+
+
+def test_resynchronisations_never_ask_for_the_state_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdpipe.dashboard import live
+
+    monkeypatch.setattr(live, "RESYNC_SECONDS", 0.01)
+    asked: list[set[str]] = []
+
+    def read(wanted: set[str]) -> dict[str, object]:
+        asked.append(set(wanted))
+        return {}
+
+    async def no_traffic() -> None:
+        return None
+
+    async def scenario() -> None:
+        feed = live.Live(Hub(), lambda: None, read, no_traffic, SECTIONS)
+        feed.start()
+        feed.mark({"instances", STATE})
+        await asyncio.sleep(0.3)
+        await feed.stop()
+
+    asyncio.run(scenario())
+    assert len(asked) >= 5  # resynchronised many times...
+    assert sum(STATE in wanted for wanted in asked) == 1  # ...the state asked for once
