@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from cdpipe.dashboard.view import sections_of
+from cdpipe.dashboard.view import STATE, STATE_SECTIONS, sections_of
 from cdpipe_host.keys import OPERATOR_CHANNELS, key_of_channel
 
 log = logging.getLogger("cdpipe.dashboard")
@@ -88,12 +88,17 @@ class Live:
     def __init__(self, hub: Hub, redis_url: Callable[[], str | None],
                  read: Callable[[set[str]], dict[str, Any]],
                  traffic: Callable[[], Awaitable[dict[str, Any] | None]],
-                 all_sections: tuple[str, ...]) -> None:
+                 all_sections: tuple[str, ...],
+                 stale_in: Callable[[], float | None] = lambda: None) -> None:
+        """``stale_in``: seconds until a change of the state that ``read`` had to put
+        off may be read (None: nothing put off); the refresher comes back then."""
         self.hub = hub
         self.redis_url = redis_url
         self.read = read
         self.traffic = traffic
         self.all_sections = all_sections
+        self.stale_in = stale_in
+        self.come_back: asyncio.TimerHandle | None = None
         self.dirty: set[str] = set(all_sections)
         self.wake = asyncio.Event()
         self.wake.set()
@@ -106,6 +111,8 @@ class Live:
             self._subscribe(), self._refresh(), self._resync(), self._traffic())]
 
     async def stop(self) -> None:
+        if self.come_back is not None:
+            self.come_back.cancel()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -159,6 +166,13 @@ class Live:
                 continue
             for name, data in sections.items():
                 self.hub.publish(name, data)
+            if (wait := self.stale_in()) is not None and self.come_back is None:
+                self.come_back = asyncio.get_running_loop().call_later(
+                    wait + 0.01, self._read_state_again)
+
+    def _read_state_again(self) -> None:
+        self.come_back = None
+        self.mark({STATE, *STATE_SECTIONS})
 
     async def _resync(self) -> None:
         while True:

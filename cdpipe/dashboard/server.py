@@ -93,6 +93,15 @@ class Source:
                 raise CdpipeError("no environment is up; run `cdpipe up`")
             return view.read(self.client(), self.env.state, wanted)
 
+    def stale_in(self) -> float | None:
+        """Seconds until a change that moved the state, not read yet because it came
+        too soon after the last read, may be read; None when the state is current."""
+        with self.lock:
+            if not self.stale:
+                return None
+            pause = STATE_MIN_SECONDS.get(self.env.provider.name, 10.0)
+            return max(0.0, pause - (time.monotonic() - self.read_at))
+
     def stats_request(self) -> tuple[str, str] | None:
         """(URL of HAProxy's stats CSV, its password), or None without a proxy."""
         proxies = self.env.state.of_role("proxy")
@@ -115,7 +124,7 @@ class Dashboard:
         self.jobs = Jobs(lambda job: self.hub.publish("job", job))
         self.meter = TrafficMeter()
         self.live = Live(self.hub, self.source.redis_url, self.source.read, self.traffic,
-                         view.SECTIONS)
+                         view.SECTIONS, self.source.stale_in)
         self.http: aiohttp.ClientSession | None = None
 
     # -- background ---------------------------------------------------------------

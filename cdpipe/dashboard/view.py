@@ -33,6 +33,8 @@ HISTORY = 20  # entries of each history the page lists
 # deploy, a scale action), after which the state is read again (aws: DescribeInstances,
 # so never on the monitor's every poll).
 STATE = "state"
+# The sections drawn from the state (instances, roles, deployed commits).
+STATE_SECTIONS = frozenset({"instances", "canary"})
 
 
 def sections_of(key: str) -> set[str]:

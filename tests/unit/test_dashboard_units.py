@@ -223,3 +223,38 @@ def test_resynchronisations_never_ask_for_the_state_again(
     asyncio.run(scenario())
     assert len(asked) >= 5  # resynchronised many times...
     assert sum(STATE in wanted for wanted in asked) == 1  # ...the state asked for once
+
+
+def test_a_state_change_put_off_is_read_once_the_pause_is_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy's last server-list change and its record come within the pause between
+    two reads of the state: the refresher comes back for it then, not at the next
+    resynchronisation (10 s away)."""
+    from cdpipe.dashboard import live
+
+    monkeypatch.setattr(live, "RESYNC_SECONDS", 100.0)
+    asked: list[set[str]] = []
+    put_off = [True]
+
+    def read(wanted: set[str]) -> dict[str, object]:
+        asked.append(set(wanted))
+        return {}
+
+    def stale_in() -> float | None:
+        if put_off[0]:
+            put_off[0] = False
+            return 0.05
+        return None
+
+    async def no_traffic() -> None:
+        return None
+
+    async def scenario() -> None:
+        feed = live.Live(Hub(), lambda: None, read, no_traffic, SECTIONS, stale_in)
+        feed.start()
+        await asyncio.sleep(0.3)
+        await feed.stop()
+
+    asyncio.run(scenario())
+    assert len(asked) == 2  # the first read, then the state put off
+    assert STATE in asked[1] and {"instances", "canary"} <= asked[1]
