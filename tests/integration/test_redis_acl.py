@@ -18,9 +18,7 @@ import redis
 
 from app import create_app
 from app.flags import EXTENSION
-from cdpipe.model import Instance
-from cdpipe.redis_users import USERS, password_name
-from cdpipe.state import State, save
+from cdpipe.redis_users import USERS
 from cdpipe_host import discovery
 from cdpipe_host.keys import (
     CANARY_ALERT,
@@ -42,7 +40,7 @@ from cdpipe_host.keys import (
 )
 from cdpipe_host.proxy.desired import read_desired
 from devkit.acl_redis import AclRedis
-from tests.acl_server import clean, server  # noqa: F401 (fixtures)
+from tests.acl_server import clean, home_on, server  # noqa: F401 (fixtures)
 from tests.support import cdpipe_env, wait_until
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
@@ -347,13 +345,7 @@ def test_status_redacts_the_password_unless_asked(server: AclRedis, tmp_path: Pa
     with REDACTED for its password; --show-secrets prints the URL that works."""
     home = tmp_path / "home"
     env = cdpipe_env(home, 31500)
-    settings_dir = home / "secrets"
-    settings_dir.mkdir(parents=True)
-    for user, password in server.passwords.items():
-        (settings_dir / password_name(user)).write_text(password + "\n")
-    save(home / "state.json", State(instances=[Instance(
-        id="redis-1", role="redis", host="127.0.0.1", ports={"redis": server.port},
-        provider="local")]))
+    home_on(server, home)
     server.client("operator").set(flag_key("hiddenfeature"), "on")
 
     def status(*args: str) -> subprocess.CompletedProcess[str]:
@@ -368,7 +360,7 @@ def test_status_redacts_the_password_unless_asked(server: AclRedis, tmp_path: Pa
             assert password not in printed, args
     report = json.loads(status("--json").stdout)
     assert report["redis"]["url"] == f"redis://operator:REDACTED@127.0.0.1:{server.port}/0"
-    assert report["redis"]["password_file"] == str(settings_dir / "redis_operator_password")
+    assert report["redis"]["password_file"] == str(home / "secrets" / "redis_operator_password")
     assert report["flags"] == {"hiddenfeature": "on"}
     assert report["instances"][0]["healthy"] is True
     url = json.loads(status("--json", "--show-secrets").stdout)["redis"]["url"]

@@ -42,7 +42,7 @@ from monitoring.canary_judge import Judge
 from monitoring.config import CanaryJudge
 from monitoring.samples import KEEP, SampleHistory
 from monitoring.scrape import Sample
-from tests.acl_server import clean, server  # noqa: F401 (fixtures)
+from tests.acl_server import clean, home_on, server  # noqa: F401 (fixtures)
 from tests.support import cdpipe_env, free_port
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
@@ -351,13 +351,7 @@ def test_a_wrong_deployer_password_is_one_line_too(
 # -- the CLI -----------------------------------------------------------------------------
 def cdpipe(server: AclRedis, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if not (home / "state.json").exists():
-        secrets_dir = home / "secrets"
-        secrets_dir.mkdir(parents=True)
-        for user, password in server.passwords.items():
-            (secrets_dir / password_name(user)).write_text(password + "\n")
-        save(home / "state.json", State(instances=[Instance(
-            id="redis-1", role="redis", host="127.0.0.1", ports={"redis": server.port},
-            provider="local")]))
+        home_on(server, home)
     return subprocess.run([CDPIPE, *args], env=cdpipe_env(home, 31500), capture_output=True,
                           text=True, timeout=60, check=False)
 
