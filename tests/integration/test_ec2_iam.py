@@ -28,7 +28,6 @@ from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
 from tests.integration.test_ec2_provider import LAYOUT, ec2, tagged
-from tests.integration.test_ec2_provider import moto as moto  # the fixture
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

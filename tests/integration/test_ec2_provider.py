@@ -10,14 +10,12 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.exceptions
 import pytest
-import requests
 import yaml
 
 from cdpipe import PROJECT_ROOT
@@ -28,44 +26,9 @@ from cdpipe.model import Instance
 from cdpipe.providers import ec2 as ec2_module
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
-from tests.support import free_port, wait_until
 
 BIN = Path(sys.executable).parent
-XENIAL = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"  # one of moto's AMIs
 LAYOUT = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
-
-
-@pytest.fixture
-def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)  # any HTTP answer: it listens
-            return True
-        except requests.RequestException:
-            return False
-    wait_until(answers, 30, "the moto server answering /moto-api/", interval=0.1)
-    key = tmp_path / "id_test.pub"
-    key.write_text("ssh-ed25519 "
-                   "AAAAC3NzaC1lZDI1NTE5AAAAIBu2F8QmUuC1PfIQYTlwDvDPVDSNWUZOsUnhrstlTv3v test\n")
-    for name, value in {
-        "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1", "CDPIPE_HOME": str(tmp_path / "home"),
-        "CDPIPE_AWS_AMI_NAME_FILTER": XENIAL, "CDPIPE_AWS_ADMIN_CIDR": "203.0.113.7/32",
-        "CDPIPE_AWS_PUBLIC_KEY_FILE": str(key), "CDPIPE_AWS_SSH_WAIT_SECONDS": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("CDPIPE_AWS_ENVIRONMENT", "CDPIPE_AWS_REGION", "CDPIPE_AWS_ADDRESS",
-                 "CDPIPE_AWS_KEY_NAME", "CDPIPE_AWS_SUBNET_ID"):
-        monkeypatch.delenv(name, raising=False)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 def ec2(region: str = "us-east-1") -> Any:

@@ -29,7 +29,6 @@ from devkit.aws_calls import Calls
 from tests.integration.test_ec2_provider import cli as run_cli
 from tests.integration.test_ec2_provider import (
     ec2,
-    moto,  # noqa: F401 (a fixture)
     recorded,
     tagged,
 )
@@ -71,7 +70,7 @@ def playbooks(monkeypatch: pytest.MonkeyPatch) -> Playbooks:
 
 
 @pytest.fixture
-def shared(moto: str, tmp_path: Path,  # noqa: F811 (the imported fixture)
+def shared(moto: str, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every workspace of these tests names the environment as Jenkins does."""
     for name, value in {"CDPIPE_PROVIDER": "aws", "CDPIPE_AWS_ENVIRONMENT": ENV_ID,

@@ -17,7 +17,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
 from rig.machines import user_data_keys
-from tests.integration.test_ec2_provider import ec2, moto  # noqa: F401 (the fixture)
+from tests.integration.test_ec2_provider import ec2
 
 
 def test_the_machine_settings_carry_the_environment_not_this_machine(
@@ -44,7 +44,7 @@ def test_the_machine_settings_carry_the_environment_not_this_machine(
 
 
 def test_created_instances_authorise_the_extra_key_through_user_data(
-        moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "scaler"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
                    check=True)
@@ -64,7 +64,7 @@ def test_created_instances_authorise_the_extra_key_through_user_data(
 
 
 def test_a_bad_extra_key_file_is_one_line_before_anything_is_created(
-        moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "not-a-key.pub"
     bad.write_text("hello\nworld\n")
     monkeypatch.setenv("CDPIPE_AWS_EXTRA_SSH_KEY_FILE", str(bad))

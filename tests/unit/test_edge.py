@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,21 +119,30 @@ def test_runtime_dir_is_short_stable_and_per_home(tmp_path: Path) -> None:
     assert str(os.getuid()) in path.name
 
 
-def test_runtime_dir_is_made_private(tmp_path: Path) -> None:
-    path = runtime_dir.ensure(tmp_path / "run")
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A folder short enough for socket paths under it (pytest's own tmp_path is longer
+    under a pytest-xdist worker)."""
+    path = Path(tempfile.mkdtemp(prefix="cdpipe-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_runtime_dir_is_made_private(short_tmp: Path) -> None:
+    path = runtime_dir.ensure(short_tmp / "run")
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     path.chmod(0o755)
     runtime_dir.ensure(path)  # an existing one of ours is made private again
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
-def test_runtime_dir_refuses_what_is_not_its_own(tmp_path: Path) -> None:
-    (tmp_path / "target").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "target")
+def test_runtime_dir_refuses_what_is_not_its_own(short_tmp: Path) -> None:
+    (short_tmp / "target").mkdir()
+    (short_tmp / "link").symlink_to(short_tmp / "target")
     with pytest.raises(CdpipeError, match="is not a directory of user"):
-        runtime_dir.ensure(tmp_path / "link")
+        runtime_dir.ensure(short_tmp / "link")
     with pytest.raises(CdpipeError, match="too long for UNIX sockets"):
-        runtime_dir.ensure(tmp_path / ("y" * 120))
+        runtime_dir.ensure(short_tmp / ("y" * 120))
 
 
 # -- HAProxy's own words ----------------------------------------------------------------
