@@ -34,6 +34,8 @@ class RigNames:
     rig_id: str
     network: str
     subnet: str
+    # Options of `podman create` that every machine gets (its size and /proc view).
+    machine_options: tuple[str, ...] = ()
     refused: set[str] = field(default_factory=set, compare=False)
 
     def machine(self, instance_id: str) -> str:
@@ -87,8 +89,8 @@ def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) ->
     podman("create", "--name", name, "--hostname", "ip-" + address.replace(".", "-"),
            "--network", names.network, "--ip", address, "--systemd=always",
            "--label", f"{LABEL}={names.rig_id}", "--label", f"io.cdpipe.instance={instance_id}",
-           "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--memory", "1g",
-           "--pids-limit", "2048", image)
+           "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--pids-limit", "2048",
+           *names.machine_options, image)
     try:
         authorities = sorted(LOCAL_AUTHORITIES.glob("*.crt"))
         if authorities:

@@ -25,6 +25,7 @@ from rig import machines
 from rig.forward import Forwarder
 from rig.image import ensure_image
 from rig.podman import LABEL, podman, succeeds, unavailable
+from rig.proc_view import ProcView
 
 NETWORK = "cdpipe-rig"
 SUBNET = "172.31.0.0/16"  # moto's default VPC: machines get exactly moto's addresses
@@ -149,7 +150,9 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
         out.flush()
 
     rig_id = secrets.token_hex(3)
-    names = machines.RigNames(rig_id=rig_id, network=NETWORK, subnet=SUBNET)
+    view = ProcView(rig_dir / "lxcfs")
+    names = machines.RigNames(rig_id=rig_id, network=NETWORK, subnet=SUBNET,
+                              machine_options=tuple(view.podman_options()))
     stop = {"why": ""}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -169,6 +172,13 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
     podman("network", "rm", "--force", NETWORK, check=False)
     podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
            "--label", f"{LABEL}={rig_id}", NETWORK)
+    try:
+        view.start()
+    except RuntimeError as exc:
+        remove_leftovers(rig_id)
+        print(str(exc), file=sys.stderr)
+        return 2
+    say(f"rig {rig_id}: machines read their own CPU and memory (lxcfs on {view.mountpoint})")
     git: subprocess.Popen[bytes] | None = None
     moto: subprocess.Popen[bytes] | None = None
     forward: Forwarder | None = None
@@ -204,6 +214,9 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
             if moto.poll() is not None:
                 stop["why"] = "moto exited"
                 break
+            if not view.running():
+                stop["why"] = "lxcfs exited"
+                break
             try:
                 machines.sync(ec2, names, image, say)
             except Exception as exc:  # a bad pass is retried next second
@@ -229,5 +242,6 @@ def serve(rig_dir: Path, hours: float, repo: Path = PROJECT_ROOT) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         remove_leftovers(rig_id)
+        view.stop()
         say(f"rig {rig_id}: removed its machines and network")
     return 0
