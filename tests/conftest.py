@@ -31,6 +31,21 @@ def pytest_configure(config: pytest.Config) -> None:
             del os.environ[name]
 
 
+# Session fixtures that bring up a whole local environment: the tests that use one run
+# in one pytest-xdist worker (`--dist loadgroup`), so each is brought up once per run
+# while another worker runs the rest. Tests without one are grouped by module.
+SHARED_ENVIRONMENTS = ("local_env", "fault_env")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in SHARED_ENVIRONMENTS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
+
+
 TEST_APP_CONFIG = {"APP_REDIS_URL": "", "APP_VERSION": "abc123", "APP_INSTANCE_ID": "prod-7",
                    "APP_ROLE": "prod", "TESTING": True}
 

@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: the fault suite (a real local environment)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # down once the fault suite is done, not at the end
 def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
     root = tmp_path_factory.mktemp("faults")
     env = make_env(root)
