@@ -26,12 +26,10 @@ demo: setup
 	$(BIN)/cdpipe up
 	$(BIN)/cdpipe dashboard --port $(DASHBOARD_PORT)
 
+# Linters and every suite, the machine suite beside the local ones (docs/testing.md).
 test: setup
 	scripts/bootstrap
-	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit rig
-	$(BIN)/ansible-lint --nocolor playbooks/ roles/
-	$(BIN)/pytest
+	scripts/run_tests
 
 unit: setup
 	$(BIN)/pytest tests/unit

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from tests.support import free_port
+from tests.xdist_groups import check_groups, make_scheduler
 
 # What the tests themselves read from the caller's environment; every other AWS_* and
 # CDPIPE_* variable is dropped for the session (pytest_configure).
@@ -31,19 +32,16 @@ def pytest_configure(config: pytest.Config) -> None:
             del os.environ[name]
 
 
-# Session fixtures that bring up a whole local environment: the tests that use one run
-# in one pytest-xdist worker (`--dist loadgroup`), so each is brought up once per run
-# while another worker runs the rest. Tests without one are grouped by module.
-SHARED_ENVIRONMENTS = ("local_env", "fault_env")
+# How pytest-xdist's two workers share the local suites (scripts/run_tests): the tests of
+# a whole local environment stay in one worker, so each environment is brought up once
+# per run while the other worker runs the rest; every other module is one unit (its
+# module-scoped fixtures, a browser or an ACL'd Redis, are made once).
+pytest_xdist_make_scheduler = make_scheduler
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for name in SHARED_ENVIRONMENTS:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
+    check_groups(items)
 
 
 TEST_APP_CONFIG = {"APP_REDIS_URL": "", "APP_VERSION": "abc123", "APP_INSTANCE_ID": "prod-7",
