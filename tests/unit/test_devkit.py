@@ -6,7 +6,10 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 import devkit
+import devkit.ports
 import tests.support
 from cdpipe import PROJECT_ROOT
 
@@ -36,3 +39,14 @@ def test_bench_and_devkit_import_nothing_of_tests() -> None:
                          text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
+
+
+def test_two_test_workers_look_for_port_blocks_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two xdist workers bringing up environments at the same moment must not pick the
+    same free block (nothing listens on it yet): each looks from its own offset."""
+    blocks = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        blocks[worker] = devkit.free_port_block(100)
+    assert blocks["gw1"] - blocks["gw0"] >= 100
+    assert blocks["gw1"] >= 20000 + devkit.ports.WORKER_SPAN
