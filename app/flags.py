@@ -143,10 +143,11 @@ class FlagCache:
         try:
             self._values[name] = parse(raw)
         except InvalidFlagValue:
-            self._values[name] = OFF
+            # Logged before the value is in force: whoever sees the flag off can find why.
             where = key if flag_name_problem(name) is None else shown(key)
             self._invalid.warning((key, raw), f"flags: invalid value {shown(raw)} for "
                                   f"{where}; the flag is off")
+            self._values[name] = OFF
 
     def close(self) -> None:
         self._stop.set()

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
                                   "the system's temporary directory, keyed by home")
 
     # Local instances are machines of this size: a control group limits each sandbox to
-    # it, and its CPU and memory percentages are relative to it (see README).
+    # it, and its CPU and memory percentages are relative to it (see docs/monitoring.md,
+    # "Metrics").
     local_vcpus: float = Field(default=1.0, ge=0.1, le=64,
                                description="CPUs of each local instance (fractions allowed)")
     local_memory_mb: int = Field(default=1024, ge=128, le=1024 * 1024,
@@ -97,7 +98,7 @@ class Settings(BaseSettings):
         default=180, ge=0, description="how long `down` retries a security group that "
                                        "AWS still reports in use (DependencyViolation)")
 
-    # Alert mail through an SMTP relay (see README, "Mail"). Unset host: the local
+    # Alert mail through an SMTP relay (see docs/monitoring.md, "Mail"). Unset host: the local
     # provider's Maildir sink; on AWS mail then waits in the outbox. The password is the
     # secrets directory's smtp_password, else CDPIPE_SMTP_PASSWORD (never here).
     smtp_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:_-]{1,253}$",

@@ -1,4 +1,5 @@
-"""How a feature-flag value stored in Redis reads (the contract in DESIGN.md).
+"""How a feature-flag value stored in Redis reads (the contract in docs/architecture.md,
+"How the values read").
 
 ``on``/``off`` (also true/false, 1/0, yes/no, any case) or ``N%`` with 0 <= N <= 100.
 ``N%`` is on for a stable N% of users: bucket = SHA-256 of ``"<flag>:<user id>"``, first

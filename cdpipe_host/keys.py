@@ -1,6 +1,7 @@
-"""Every Redis key of the runtime contract (DESIGN.md), and the keyspace-notification
-patterns readers subscribe to. The one home of these names: the app, the proxy
-controller, the monitor, the discovery command and the CLI import them from here.
+"""Every Redis key of the runtime contract (docs/architecture.md, "The runtime contract
+in Redis"), and the keyspace-notification patterns readers subscribe to. The one home
+of these names: the app, the proxy controller, the monitor, the discovery command and
+the CLI import them from here.
 
 Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``flag:<name>``, ``canary:alert``, ``canary:weight``; the discovery service:

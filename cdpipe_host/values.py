@@ -1,7 +1,7 @@
-"""How the values of the contract's keys read (DESIGN.md): on/off words, the canary
-alert and weight, and Redis replies as text. Invalid values are logged with their key
-(cut to a readable length, control characters escaped) and read as the safe default,
-never a crash.
+"""How the values of the contract's keys read (docs/architecture.md, "How the values
+read"): on/off words, the canary alert and weight, and Redis replies as text. Invalid
+values are logged with their key (cut to a readable length, control characters escaped)
+and read as the safe default, never a crash.
 """
 
 from __future__ import annotations

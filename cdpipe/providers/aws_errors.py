@@ -48,6 +48,6 @@ def iam_error(exc: Exception, doing: str) -> CdpipeError:
     if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in DENIED:
         return CdpipeError(
             f"AWS refused {doing}: the user running cdpipe lacks iam:{exc.operation_name} "
-            f"({error_code(exc)}); grant it (with iam:PassRole on the role), see README "
-            "\"The scaler's IAM policy\"")
+            f"({error_code(exc)}); grant it (with iam:PassRole on the role), see "
+            "docs/aws.md, \"The scaler's IAM policy\"")
     return aws_error(exc, doing)

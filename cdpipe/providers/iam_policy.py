@@ -72,5 +72,5 @@ def scaler_policy(project: str, environment: str, region: str, key_name: str,
 
 
 def dumps(document: dict[str, Any]) -> str:
-    """The form printed by ``cdpipe iam-policy`` and in the README."""
+    """The form printed by ``cdpipe iam-policy`` and in docs/aws.md."""
     return json.dumps(document, indent=2)

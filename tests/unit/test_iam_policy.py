@@ -1,5 +1,5 @@
 """The scaler's IAM policy: its conditions, evaluated by IAM's rules (tests/iam_eval.py),
-its action names against botocore's service models, and the README's copy of it."""
+its action names against botocore's service models, and docs/aws.md's copy of it."""
 
 from __future__ import annotations
 
@@ -133,10 +133,11 @@ def test_the_policy_is_scoped_to_its_region_and_partition() -> None:
 
 
 def readme_policy() -> Any:
-    text = (PROJECT_ROOT / "README.md").read_text()
+    """The JSON block of docs/aws.md ("The scaler's IAM policy"), once the README's."""
+    text = (PROJECT_ROOT / "docs" / "aws.md").read_text()
     found = re.search(r"cdpipe iam-policy --env env-0123abcd`.*?\n```json\n(.*?)\n```",
                       text, re.S)
-    assert found, "README: the JSON block after `... cdpipe iam-policy --env env-0123abcd`"
+    assert found, "docs/aws.md: the JSON block after `... cdpipe iam-policy --env env-0123abcd`"
     return found.group(1)
 
 

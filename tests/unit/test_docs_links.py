@@ -1,0 +1,146 @@
+"""The documentation holds together: every relative Markdown link of README.md,
+CHANGELOG.md and docs/*.md names a file of the repository (and, with an anchor, a
+heading of that file, slugged as GitHub does), the README links every page of docs/,
+and the README stays a README (at most 300 lines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+from cdpipe import PROJECT_ROOT
+
+README_MAX_LINES = 300
+
+FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+# A code span: a run of backticks, then anything up to a run of the same length, within
+# one paragraph (CommonMark lets a span cross a line break, not a blank line).
+CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", re.S)
+# [text](target) and ![alt](target), with an optional "title".
+LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def documents() -> list[Path]:
+    return [PROJECT_ROOT / "README.md", PROJECT_ROOT / "CHANGELOG.md",
+            *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+
+
+def unfenced(text: str) -> str:
+    """The text with the lines of fenced code blocks blanked (a `#` there is no heading)."""
+    kept, fence = [], ""
+    for line in text.splitlines():
+        opened = FENCE.match(line)
+        if fence:
+            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
+                fence = ""
+            kept.append("")
+        elif opened:
+            fence = opened.group(1)
+            kept.append("")
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def prose(text: str) -> str:
+    """The text without fenced code blocks and code spans (whose brackets are no links)."""
+    return CODE_SPAN.sub(" ", unfenced(text))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: its text (links by their text, no markup) in lower
+    case, every character but letters, digits, spaces, '-' and '_' removed, spaces '-'."""
+    text = LINK.sub(lambda m: m.group(1), heading).lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings (a repeated one also as slug-1, -2...)."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in unfenced(path.read_text(encoding="utf-8")).splitlines():
+        heading = HEADING.match(line)
+        if not heading:
+            continue
+        base = slug(heading.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def links(path: Path) -> list[str]:
+    """The relative link targets of a Markdown file (no http(s), mailto or other scheme)."""
+    targets = [m.group(2) for m in LINK.finditer(prose(path.read_text(encoding="utf-8")))]
+    return [t for t in targets if t and not SCHEME.match(t)]
+
+
+def broken_links(path: Path, root: Path = PROJECT_ROOT) -> list[str]:
+    """Each link of the file that names no file under root, or no heading of it."""
+    problems = []
+    for target in links(path):
+        file_part, _, anchor = target.partition("#")
+        where = (path.parent / unquote(file_part)).resolve() if file_part else path
+        name = f"{path.relative_to(root).as_posix()}: ({target})"
+        if not where.is_relative_to(root.resolve()) or not where.exists():
+            problems.append(f"{name} names no file of the repository")
+        elif anchor and where.suffix == ".md" and unquote(anchor) not in anchors(where):
+            problems.append(f"{name}: {where.name} has no heading #{anchor}")
+    return problems
+
+
+def test_every_relative_link_names_a_file_and_a_heading_of_it() -> None:
+    problems = [problem for path in documents() for problem in broken_links(path)]
+    assert problems == []
+
+
+def test_the_links_are_read() -> None:
+    """The parser finds the documents' links and anchors (a check that read none would
+    pass): the README's to docs/, anchors among them, and none from a code block."""
+    readme = links(PROJECT_ROOT / "README.md")
+    assert any(t.startswith("docs/") and "#" not in t for t in readme)
+    assert any(t.startswith("docs/") and "#" in t for t in readme)
+    assert sum(len(links(path)) for path in documents()) > 50
+    assert "the-scalers-iam-policy" in anchors(PROJECT_ROOT / "docs" / "aws.md")
+
+
+def test_a_missing_file_or_heading_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text("# A page\n\n## The scaler's `IAM` policy\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "[ok](docs/page.md) [ok](docs/page.md#the-scalers-iam-policy) [ok](#top)\n"
+        "# Top\n"
+        "[web](https://example.com/x.md) `[code](nowhere.md)`\n"
+        "```\n[fenced](nowhere.md)\n```\n"
+        "[gone](docs/gone.md) [no heading](docs/page.md#nothing) [out](../outside.md)\n")
+    assert broken_links(readme, tmp_path) == [
+        "README.md: (docs/gone.md) names no file of the repository",
+        "README.md: (docs/page.md#nothing): page.md has no heading #nothing",
+        "README.md: (../outside.md) names no file of the repository",
+    ]
+
+
+def test_slugs_are_githubs() -> None:
+    assert slug("The scaler's IAM policy") == "the-scalers-iam-policy"
+    assert slug("Keys (the contract)") == "keys-the-contract"
+    assert slug("The fault suite (`tests/faults/`)") == "the-fault-suite-testsfaults"
+    assert slug("Production that scales itself: the scaler on the proxy machine") == (
+        "production-that-scales-itself-the-scaler-on-the-proxy-machine")
+    assert slug("monitor_rules and the [AWS](aws.md) path") == "monitor_rules-and-the-aws-path"
+
+
+def test_the_readme_links_every_docs_page() -> None:
+    linked = {(PROJECT_ROOT / t.partition("#")[0]).resolve()
+              for t in links(PROJECT_ROOT / "README.md")}
+    pages = {p.resolve() for p in (PROJECT_ROOT / "docs").glob("*.md")}
+    assert sorted(p.name for p in pages - linked) == []
+
+
+def test_the_readme_has_at_most_300_lines() -> None:
+    lines = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
