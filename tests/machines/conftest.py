@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cdpipe import PROJECT_ROOT
 from rig import control
@@ -85,6 +86,21 @@ class MachinesEnv:
 
     def machine(self, instance_id: str) -> str:
         return f"rig-{self.rig.rig_id}-{instance_id}"
+
+
+def monitor_rules(directory: Path, scaling: bool) -> Path:
+    """The monitor role's default rules (roles/monitor/defaults/main.yml) as a rules file:
+    as they are, or without their scaling (alerts only)."""
+    defaults = yaml.safe_load((PROJECT_ROOT / "roles" / "monitor" / "defaults" / "main.yml")
+                              .read_text(encoding="utf-8"))
+    rules = [dict(rule) for rule in defaults["monitor_rules"]]
+    if not scaling:
+        for rule in rules:
+            rule.pop("scale", None)
+            rule.pop("lower", None)
+    path = directory / ("default-rules.yml" if scaling else "alert-rules.yml")
+    path.write_text(yaml.safe_dump({"rules": rules}), encoding="utf-8")
+    return path
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -153,12 +169,17 @@ def machines_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachinesE
 
 @pytest.fixture(scope="session")
 def deployed(machines_env: MachinesEnv) -> MachinesEnv:
-    """`cdpipe up --provider aws` from nothing, then again (the second changes nothing),
-    with the monitor's default settings: every machine reads its own CPU, so idle
-    machines do not scale (the self-scaling test polls faster)."""
+    """`cdpipe up --provider aws` from nothing, then again (the second changes nothing).
+    The monitor alerts by its default rules but does not scale: every machine reads its
+    own CPU, so an idle prod reads below the scale-in bound and the monitor would take
+    back the instance a test scales out by hand (the self-scaling test gives it the
+    default rules with their scaling)."""
+    rules = monitor_rules(machines_env.home.parent, scaling=False)
     for run in ("first up", "second up"):
         started = time.monotonic()
-        out = machines_env.cdpipe("up", "--provider", "aws", "--ref", machines_env.new)
+        options = ["--monitor-rules", str(rules)] if run == "first up" else []
+        out = machines_env.cdpipe("up", "--provider", "aws", "--ref", machines_env.new,
+                                  *options)
         machines_env.timings[run] = time.monotonic() - started
         machines_env.outputs[run] = out.stdout + out.stderr
     return machines_env

@@ -27,11 +27,12 @@ from cdpipe.secrets import DEPLOY, LOCK
 from cdpipe_host.keys import MONITOR_OUTBOX
 from devkit.smtp_relay import SmtpRelay
 from tests.e2e.load import Load
-from tests.machines.conftest import MachinesEnv
+from tests.machines.conftest import MachinesEnv, monitor_rules
 from tests.support import wait_until
 
-# The monitor's default rules (roles/monitor/defaults: prod-cpu above 40% for 3 polls
-# scales out, below 5% for 3 polls scales in), polled every 5 s instead of 90.
+# The monitor's default rules (roles/monitor/defaults, given as a rules file: the suite's
+# environment has them without scaling), polled every 5 s instead of 90: prod-cpu above
+# 40% for 3 polls scales out, below 5% for 3 polls scales in.
 INTERVAL, FOR_POLLS = 5, 3
 QUIET_POLLS = 12  # polls watched with nothing changing
 # Every machine reads its own CPU (rig/proc_view.py): one busy loop holds the prod
@@ -134,6 +135,7 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
     prod_commit = deployed.status()["deployed"]["prod"]
     proxy = f"http://{deployed.address('proxy')}/"
     prod, redis_host = deployed.address("prod"), deployed.address("redis")
+    proxy_machine = deployed.address("proxy")
     state = deployed.home / "state.json"
     environment = json.loads(state.read_text(encoding="utf-8"))["environment"]
     relay = SmtpRelay(tmp_path / "relay", host=deployed.rig.gateway)
@@ -143,7 +145,8 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
             "CDPIPE_SMTP_PASSWORD": relay.password, "CDPIPE_SMTP_CA_FILE": str(relay.ca_file),
             "CDPIPE_MAIL_TO": "oncall@cdpipe.invalid"}
     deployed.cdpipe("up", "--ref", prod_commit, "--monitor-interval", str(INTERVAL),
-                    "--scale-cooldown", "20", "--scale-max", "2", env=deployed.env | mail)
+                    "--scale-cooldown", "20", "--scale-max", "2", "--monitor-rules",
+                    str(monitor_rules(tmp_path, scaling=True)), env=deployed.env | mail)
     # From here on the control machine is out of the picture: no state file, no cdpipe.
     away = tmp_path / "state.json.away"
     state.rename(away)
@@ -153,7 +156,6 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
         # Nothing changes: the monitor polls without calling AWS. Its first scale-in
         # decision after the restart ("nothing to do": prod is at one instance) costs
         # one describe, after which that direction rests: let it pass first.
-        proxy_machine = deployed.address("proxy")
         wait_until(lambda: scale_in_decisions(deployed, proxy_machine) >= 1, INTERVAL * 24,
                    "the restarted monitor's first scale-in decision (nothing to do), "
                    "its scale command ended")
