@@ -124,11 +124,16 @@ def run_playbook(
         cmd += ["-e", json.dumps(extra_vars)]
     if limit:
         cmd += ["--limit", limit]
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    # Ansible's output may hold what a failed task printed (a template's values): the
+    # logs are the user's alone, whatever the umask.
+    logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logs_dir.chmod(0o700)
     log_path = logs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(playbook).stem}.log"
     parser = OutputParser(show)
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a log of the same second, made before, too
+    with open(descriptor, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
