@@ -367,7 +367,14 @@ def _same_origin(request: web.Request) -> bool:
 
 @web.middleware
 async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+    """The security headers on every answer, errors too (a 404, 405 or 400 is raised,
+    not returned, and would pass by without them)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        for name, value in SECURITY_HEADERS.items():
+            exc.headers.setdefault(name, value)
+        raise
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
