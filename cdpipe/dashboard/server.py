@@ -251,6 +251,8 @@ class Dashboard:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
+        if not _same_origin(request):  # a page elsewhere may not end the operator's session
+            return _error(403, "refused: the request did not come from this page")
         self.sessions.logout(request.cookies.get(COOKIE))
         response = web.json_response({"logged_in": False})
         response.del_cookie(COOKIE, path="/")
