@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,26 @@ def calls_between(before: dict[str, int], after: dict[str, int]) -> dict[str, in
 
 def scale_in_decisions(env: MachinesEnv, proxy_machine: str) -> int:
     """Scale-in decisions of the monitor since its last start with this test's interval
-    (its log on the proxy machine: the start line, then one line per decision), once no
-    scale command runs (0 while one does: its AWS calls are not over)."""
+    (its log on the proxy machine: the start line, then one line per decision), or 0
+    while a scale command runs (`sudo ... scaler/scale`, then `python -m cdpipe.cli
+    scale`: its AWS calls are not over). The log is read before the processes: a
+    decision logged in between has its command running by the time they are listed."""
     script = (f"/monitor: every {INTERVAL}s/ {{n = 0}} /scaling in:/ {{n++}} "
               "END {print n + 0}")
-    out = env.ssh(proxy_machine, "pgrep -f '[c]dpipe scale' >/dev/null && echo 0 || "
-                                 f"sudo awk '{script}' /var/log/supervisor/monitor.log")
+    out = env.ssh(proxy_machine, f"n=$(sudo awk '{script}' /var/log/supervisor/monitor.log); "
+                                 "if pgrep -f 'cdpipe[.]cli scale|scaler/scal[e] ' >/dev/null; "
+                                 "then echo 0; else echo \"$n\"; fi")
     return int(out.strip() or 0)
+
+
+def settled_after_a_decision(env: MachinesEnv, proxy_machine: str) -> Callable[[], bool]:
+    """True once two readings in a row (a second apart) see a decision and no command."""
+    streak = [0]
+
+    def check() -> bool:
+        streak[0] = streak[0] + 1 if scale_in_decisions(env, proxy_machine) >= 1 else 0
+        return streak[0] >= 2
+    return check
 
 
 def record(figures: dict[str, object]) -> None:
@@ -156,9 +170,9 @@ def test_a_cpu_breach_scales_out_and_back_in_through_the_proxy_machine_alone(
         # Nothing changes: the monitor polls without calling AWS. Its first scale-in
         # decision after the restart ("nothing to do": prod is at one instance) costs
         # one describe, after which that direction rests: let it pass first.
-        wait_until(lambda: scale_in_decisions(deployed, proxy_machine) >= 1, INTERVAL * 24,
+        wait_until(settled_after_a_decision(deployed, proxy_machine), INTERVAL * 24,
                    "the restarted monitor's first scale-in decision (nothing to do), "
-                   "its scale command ended")
+                   "its scale command ended", interval=1)
         quiet_from = machine_calls(deployed)
         time.sleep(INTERVAL * QUIET_POLLS)
         quiet = calls_between(quiet_from, machine_calls(deployed))
