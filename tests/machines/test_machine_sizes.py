@@ -5,11 +5,11 @@ suites run beside this one); each machine has one CPU and 1 GiB of its own."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import requests
 
+from monitoring import scrape
 from tests.machines.conftest import MachinesEnv
 from tests.support import wait_until
 
@@ -21,10 +21,12 @@ WINDOW = 2.0  # seconds of CPU use each reading covers
 
 
 def gauge(address: str, role: str, name: str) -> float:
+    """A gauge of the machine's /metrics, read as the monitor reads it."""
     text = requests.get(f"http://{address}:{METRICS_PORT[role]}/metrics", timeout=10).text
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from {role}'s /metrics"
-    return float(match.group(1))
+    sample = scrape.Sample(address, role, ok=True)
+    scrape.parse(text, sample)
+    assert name in sample.gauges, f"{name} missing from {role}'s /metrics"
+    return sample.gauges[name]
 
 
 def cpu_over(addresses: dict[str, str]) -> dict[str, float]:
