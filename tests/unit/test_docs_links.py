@@ -5,22 +5,20 @@ and the README stays a README (at most 300 lines)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from urllib.parse import unquote
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
 from cdpipe import PROJECT_ROOT
 
 README_MAX_LINES = 300
-
-FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-# A code span: a run of backticks, then anything up to a run of the same length, within
-# one paragraph (CommonMark lets a span cross a line break, not a blank line).
-CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", re.S)
-# [text](target) and ![alt](target), with an optional "title".
-LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
-HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+# CommonMark, as GitHub reads it: fenced code and code spans hold no links or headings.
+MARKDOWN = MarkdownIt("commonmark")
 
 
 def documents() -> list[Path]:
@@ -28,32 +26,20 @@ def documents() -> list[Path]:
             *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 
 
-def unfenced(text: str) -> str:
-    """The text with the lines of fenced code blocks blanked (a `#` there is no heading)."""
-    kept, fence = [], ""
-    for line in text.splitlines():
-        opened = FENCE.match(line)
-        if fence:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
-                fence = ""
-            kept.append("")
-        elif opened:
-            fence = opened.group(1)
-            kept.append("")
-        else:
-            kept.append(line)
-    return "\n".join(kept)
+def tokens(path: Path) -> list[Token]:
+    return MARKDOWN.parse(path.read_text(encoding="utf-8"))
 
 
-def prose(text: str) -> str:
-    """The text without fenced code blocks and code spans (whose brackets are no links)."""
-    return CODE_SPAN.sub(" ", unfenced(text))
+def plain(inline: Token) -> str:
+    """An inline token's text as shown (a link by its text, code by its content)."""
+    return "".join(child.content for child in inline.children or []
+                   if child.type in ("text", "code_inline"))
 
 
 def slug(heading: str) -> str:
     """GitHub's anchor of a heading: its text (links by their text, no markup) in lower
     case, every character but letters, digits, spaces, '-' and '_' removed, spaces '-'."""
-    text = LINK.sub(lambda m: m.group(1), heading).lower()
+    text = plain(MARKDOWN.parseInline(heading)[0]).lower()
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 
@@ -62,11 +48,11 @@ def anchors(path: Path) -> set[str]:
     """The anchors of a Markdown file's headings (a repeated one also as slug-1, -2...)."""
     found: set[str] = set()
     seen: dict[str, int] = {}
-    for line in unfenced(path.read_text(encoding="utf-8")).splitlines():
-        heading = HEADING.match(line)
-        if not heading:
+    parsed = tokens(path)
+    for opening, inline in itertools.pairwise(parsed):
+        if opening.type != "heading_open":
             continue
-        base = slug(heading.group(2))
+        base = slug(inline.content)
         count = seen.get(base, 0)
         seen[base] = count + 1
         found.add(base if count == 0 else f"{base}-{count}")
@@ -75,7 +61,12 @@ def anchors(path: Path) -> set[str]:
 
 def links(path: Path) -> list[str]:
     """The relative link targets of a Markdown file (no http(s), mailto or other scheme)."""
-    targets = [m.group(2) for m in LINK.finditer(prose(path.read_text(encoding="utf-8")))]
+    targets = []
+    for block in tokens(path):
+        for child in block.children or []:
+            target = child.attrs.get("href") or child.attrs.get("src")
+            if child.type in ("link_open", "image") and isinstance(target, str):
+                targets.append(target)
     return [t for t in targets if t and not SCHEME.match(t)]
 
 
