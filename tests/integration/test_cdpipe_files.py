@@ -1,0 +1,106 @@
+"""The roles' file module (library/cdpipe_files.py), run by ansible-playbook for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdpipe import PROJECT_ROOT
+
+PASSWORD = "S3cr3t-stats-pw"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def haproxy_config(extra: str = "") -> str:
+    return (
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n"
+        "    timeout server 1s\n"
+        "frontend stats\n    bind 127.0.0.1:8404\n    stats enable\n"
+        f"    stats auth admin:{PASSWORD}\n{extra}"
+    )
+
+
+def apply(tmp_path: Path, files: list[dict[str, Any]], *, check: bool = False,
+          secrets: list[str] | None = None) -> tuple[int, dict[str, Any], str]:
+    """Runs one cdpipe_files task on localhost; (exit code, task result, whole output)."""
+    task: dict[str, Any] = {"name": "files", "cdpipe_files": {"files": files}, "register": "r"}
+    if secrets:
+        task["cdpipe_files"]["secrets"] = secrets
+    playbook = tmp_path / "files.yml"
+    playbook.write_text(yaml.safe_dump(
+        [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT_ROOT / "ansible.cfg"),
+               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOCALHOST_WARNING="false")
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c",
+         "local", "-e", f"ansible_python_interpreter={sys.executable}", str(playbook),
+         *(["--check"] if check else [])],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )
+    report = json.loads(out.stdout)
+    result = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return out.returncode, result, out.stdout + out.stderr
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_are_written_then_left_alone_and_drift_is_repaired(tmp_path: Path) -> None:
+    target = tmp_path / "conf"
+    files = [{"path": str(target), "state": "directory", "mode": "0700"},
+             {"path": str(target / "a.cfg"), "content": "one\n", "mode": "0600"}]
+    rc, first, _ = apply(tmp_path, files)
+    assert rc == 0 and first["changed"]
+    assert first["changed_paths"] == [str(target), str(target / "a.cfg")]
+    assert (target / "a.cfg").read_text() == "one\n"
+    assert (mode(target), mode(target / "a.cfg")) == (0o700, 0o600)
+
+    rc, second, _ = apply(tmp_path, files)
+    assert rc == 0 and not second["changed"] and second["changed_paths"] == []
+
+    (target / "a.cfg").chmod(0o644)
+    (target / "b.old").write_text("stale\n")
+    files.append({"path": str(target / "b.old"), "state": "absent"})
+    rc, third, _ = apply(tmp_path, files)
+    assert rc == 0 and third["changed_paths"] == [str(target / "a.cfg"), str(target / "b.old")]
+    assert mode(target / "a.cfg") == 0o600
+    assert not (target / "b.old").exists()
+
+
+def test_check_mode_reports_what_would_change_and_writes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "a.cfg"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    rc, result, _ = apply(tmp_path, [{"path": str(target), "content": "new\n", "mode": "0600"},
+                                     {"path": str(tmp_path / "d"), "state": "directory",
+                                      "mode": "0700"}], check=True)
+    assert rc == 0 and result["changed_paths"] == [str(target), str(tmp_path / "d")]
+    assert target.read_text() == "old\n"
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.skipif(not Path(HAPROXY).exists(), reason="needs haproxy")
+def test_a_refused_file_keeps_the_old_one_and_shows_the_checkers_words_not_the_secret(
+        tmp_path: Path) -> None:
+    target = tmp_path / "haproxy.base.cfg"
+    good = {"path": str(target), "content": haproxy_config(), "mode": "0600",
+            "validate": f"{HAPROXY} -c -f %s"}
+    assert apply(tmp_path, [good], secrets=[PASSWORD])[0] == 0
+    # A line HAProxy refuses, quoting it back with the password in it.
+    bad = dict(good, content=haproxy_config(f"    bogus-{PASSWORD}\n"))
+    rc, result, output = apply(tmp_path, [bad], secrets=[PASSWORD])
+    assert rc != 0 and result["msg"] == "failed to validate"
+    assert "unknown keyword 'bogus-********'" in result["stderr"]
+    assert PASSWORD not in output
+    assert target.read_text() == haproxy_config()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cdpipe-")] == []
