@@ -39,7 +39,7 @@ e2e: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit rig
+	$(BIN)/mypy app cdpipe cdpipe_host monitoring bench devkit rig library module_utils
 	$(BIN)/ansible-lint playbooks/ roles/
 
 # The Jenkins stages, in Jenkins' order, deploying to the local provider.

@@ -344,6 +344,9 @@ def dashboard(
                     ] = DASHBOARD_PORT,
     host: Annotated[str, typer.Option(
         help="address to listen on (default: this machine only)")] = "127.0.0.1",
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="a name the page is reached by besides loopback names and --host "
+             "(NAME or NAME:PORT; repeatable); any other Host header is refused")] = None,
 ) -> None:
     """Serve the live dashboard: instances, traffic, canary, flags, alerts; actions
     after the operator's login. Runs until Ctrl-C."""
@@ -359,7 +362,7 @@ def dashboard(
         console.print(f"dashboard: {url}   (actions: log in with the operator's password, "
                       f"{password_file}; Ctrl-C stops it)", markup=False, soft_wrap=True)
 
-    serve(env, host, port, ready)
+    serve(env, host, port, ready, allowed_host or ())
 
 
 @app.command()

@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from importlib import resources
 from typing import Any
 
@@ -29,7 +29,7 @@ from cdpipe import runtime_control, secrets
 from cdpipe.dashboard import view
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
 from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
-from cdpipe.dashboard.sessions import COOKIE, CSRF_HEADER, Sessions
+from cdpipe.dashboard.sessions import COOKIE, CSRF_HEADER, LoginThrottle, Sessions
 from cdpipe.dashboard.traffic import Reading, TrafficMeter
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
@@ -121,6 +121,7 @@ class Dashboard:
         self.hub = Hub()
         self.sessions = Sessions(secrets.read(env.settings.secrets_dir,
                                               password_name(OPERATOR)))
+        self.throttle = LoginThrottle()
         self.jobs = Jobs(lambda job: self.hub.publish("job", job))
         self.meter = TrafficMeter()
         self.live = Live(self.hub, self.source.redis_url, self.source.read, self.traffic,
@@ -235,14 +236,22 @@ class Dashboard:
         if not _same_origin(request):
             return _error(403, "refused: the request did not come from this page")
         body = await _json(request)
+        client = request.remote or "unknown"
+        wait = self.throttle.wait_seconds(client)
+        if wait > 0:
+            response = _error(429, f"too many failed logins; try again in {wait:.0f} s")
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
         session_id = self.sessions.login(str(body.get("password", "")))
         if session_id is None:
+            self.throttle.failed(client)
             await asyncio.sleep(FAILED_LOGIN_DELAY)
             if self.sessions.password is None:
                 return _error(403, "no operator password in the secrets directory; run "
                                    "`cdpipe up` first")
             return _error(403, "wrong password (the operator's: secrets/"
                                f"{password_name(OPERATOR)})")
+        self.throttle.succeeded(client)
         current = self.sessions.get(session_id)
         assert current is not None
         response = web.json_response({"logged_in": True, "csrf": current.csrf})
@@ -382,9 +391,47 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-def create_app(env: Environment) -> web.Application:
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def served_hosts(host: str, port: int, names: Collection[str] = ()) -> frozenset[str]:
+    """The Host headers the dashboard answers beside the loopback names: the address it
+    listens on with its port, and the names the operator configured (as given: `name`
+    behind a reverse proxy on the default port, `name:port` otherwise)."""
+    listening = f"[{host}]" if ":" in host else host
+    own = {f"{listening}:{port}"} if host not in ("0.0.0.0", "::") else set()
+    return frozenset(name.lower() for name in own | set(names))
+
+
+def _hostname(host: str) -> str:
+    """The name of a Host header without its port ("[::1]:8099" -> "[::1]")."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_guard(allowed: frozenset[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuses a request whose Host is not one the dashboard serves. A page elsewhere
+    can point its own name at 127.0.0.1 (DNS rebinding onto the operator's SSH tunnel),
+    and its requests then carry that name, never a loopback one. Loopback names pass on
+    any port: a tunnel picks its own local port."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.host.lower()
+        if _hostname(host) not in LOOPBACK_NAMES and host not in allowed:
+            return _error(421, f"refused: Host {request.host!r} is not this dashboard's "
+                               "address (a loopback name, or one given with `cdpipe "
+                               "dashboard --allowed-host NAME[:PORT]`)")
+        return await handler(request)
+
+    return guard
+
+
+def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Application:
     dashboard = Dashboard(env)
-    app = web.Application(middlewares=[_headers], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_headers, host_guard(allowed_hosts)],
+                          client_max_size=64 * 1024)
     dashboard.routes(app)
     app.on_startup.append(dashboard.on_startup)
     app.on_shutdown.append(dashboard.on_shutdown)
@@ -393,11 +440,13 @@ def create_app(env: Environment) -> web.Application:
     return app
 
 
-def serve(env: Environment, host: str, port: int, ready: Callable[[str], None]) -> None:
+def serve(env: Environment, host: str, port: int, ready: Callable[[str], None],
+          allowed_hosts: Collection[str] = ()) -> None:
     """Serves until interrupted; ``ready`` gets the URL once the port listens."""
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(env), access_log=None, shutdown_timeout=2)
+        app = create_app(env, served_hosts(host, port, allowed_hosts))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 COOKIE = "cdpipe_session"
@@ -72,3 +73,46 @@ class Sessions:
         now = time.time()
         for key in [k for k, s in self._by_id.items() if s.expires < now]:
             del self._by_id[key]
+
+
+CLIENT_FAILURES = 5  # failed logins one client may make per window
+TOTAL_FAILURES = 20  # failed logins of all clients together per window
+FAILURE_WINDOW_SECONDS = 300.0
+
+
+class LoginThrottle:
+    """Failed logins counted per client and in total over a sliding window. A delay
+    per request is no limit (parallel requests pass it together); a count is: once a
+    client, or everyone together, has failed that often, logins are refused without
+    checking the password until the oldest failure leaves the window."""
+
+    def __init__(self, per_client: int = CLIENT_FAILURES, total: int = TOTAL_FAILURES,
+                 window: float = FAILURE_WINDOW_SECONDS) -> None:
+        self.per_client = per_client
+        self.total = total
+        self.window = window
+        self._failures: deque[tuple[float, str]] = deque()
+
+    def _forget_old(self, now: float) -> None:
+        while self._failures and self._failures[0][0] <= now - self.window:
+            self._failures.popleft()
+
+    def wait_seconds(self, client: str) -> float:
+        """0 when a login attempt of this client may be checked now; otherwise how long
+        until it may."""
+        now = time.monotonic()
+        self._forget_old(now)
+        mine = [at for at, who in self._failures if who == client]
+        waits = []
+        if len(mine) >= self.per_client:
+            waits.append(mine[-self.per_client] + self.window - now)
+        if len(self._failures) >= self.total:
+            waits.append(self._failures[-self.total][0] + self.window - now)
+        return max(waits, default=0.0)
+
+    def failed(self, client: str) -> None:
+        self._failures.append((time.monotonic(), client))
+
+    def succeeded(self, client: str) -> None:
+        """A client that knows the password starts again from nothing."""
+        self._failures = deque(f for f in self._failures if f[1] != client)

@@ -113,6 +113,12 @@ class LocalProvider(Provider):
         state.provider = self.name
         return planned
 
+    def destroy_all(self, state: State) -> list[str]:
+        removed = super().destroy_all(state)
+        # The virtual environments the sandboxes shared go with the last of them.
+        shutil.rmtree(self.settings.home / "venvs", ignore_errors=True)
+        return removed
+
     def _remove(self, instance: Instance) -> None:
         box = self.sandbox(instance)
         box.stop()
@@ -148,6 +154,10 @@ class LocalProvider(Provider):
             "service_include_dir": "{{ cdpipe_instance_dir }}/supervisor.d",
             "service_log_dir": "{{ cdpipe_instance_dir }}/logs",
             "app_python": str(Path(sys.base_prefix) / "bin" / "python3"),
+            # The sandboxes share their apps' virtual environments (one per checksum of
+            # the requirements), as machines made from one baked image would: a new prod
+            # sandbox serves without building one.
+            "app_venvs_dir": str(self.settings.home / "venvs"),
             "monitor_local_smtp": True,
             "monitor_scale_command": [bin_path("cdpipe"), "scale"],
             "monitor_control_environment": {

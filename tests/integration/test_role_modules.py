@@ -1,4 +1,5 @@
-"""The roles' file module (library/cdpipe_files.py), run by ansible-playbook for real."""
+"""The roles' modules (library/cdpipe_files.py, cdpipe_program.py), run by ansible-playbook
+for real: files on disk, a real supervisord."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from cdpipe import PROJECT_ROOT
+from cdpipe.providers.local.sandbox import Sandbox, bin_path
 
 PASSWORD = "S3cr3t-stats-pw"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -32,9 +37,15 @@ def haproxy_config(extra: str = "") -> str:
 def apply(tmp_path: Path, files: list[dict[str, Any]], *, check: bool = False,
           secrets: list[str] | None = None) -> tuple[int, dict[str, Any], str]:
     """Runs one cdpipe_files task on localhost; (exit code, task result, whole output)."""
-    task: dict[str, Any] = {"name": "files", "cdpipe_files": {"files": files}, "register": "r"}
+    args: dict[str, Any] = {"files": files}
     if secrets:
-        task["cdpipe_files"]["secrets"] = secrets
+        args["secrets"] = secrets
+    return run_task(tmp_path, "cdpipe_files", args, check=check)
+
+
+def run_task(tmp_path: Path, module: str, args: dict[str, Any], *,
+             check: bool = False) -> tuple[int, dict[str, Any], str]:
+    task: dict[str, Any] = {"name": module, module: args}
     playbook = tmp_path / "files.yml"
     playbook.write_text(yaml.safe_dump(
         [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
@@ -104,3 +115,62 @@ def test_a_refused_file_keeps_the_old_one_and_shows_the_checkers_words_not_the_s
     assert PASSWORD not in output
     assert target.read_text() == haproxy_config()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cdpipe-")] == []
+
+
+# -- cdpipe_program: a supervisor program's file and state --------------------------------
+PROGRAM = "[program:sleeper]\ncommand=sleep {seconds}\nautostart=true\nstartsecs=0\n"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """A real supervisord of its own (the local provider's), stopped at the end."""
+    box = Sandbox("modules", tmp_path / "box", Path(tempfile.mkdtemp(prefix="cdp-")) / "run")
+    box.create()
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+        shutil.rmtree(box.run_dir.parent, ignore_errors=True)
+
+
+def program(tmp_path: Path, box: Sandbox, seconds: int = 300,
+            restart: bool = False) -> list[str]:
+    rc, result, output = run_task(tmp_path, "cdpipe_program", {
+        "name": "sleeper", "path": str(box.dir / "supervisor.d" / "sleeper.conf"),
+        "content": PROGRAM.format(seconds=seconds), "supervisorctl": bin_path("supervisorctl"),
+        "config": str(box.conf), "restart": restart})
+    assert rc == 0, output
+    assert result["changed"] == bool(result["actions"])
+    return list(result["actions"])
+
+
+def sleeper_pid(box: Sandbox) -> int:
+    """The pid of the running program, from supervisorctl's own status line."""
+    out = subprocess.run([bin_path("supervisorctl"), "-c", str(box.conf), "status", "sleeper"],
+                         capture_output=True, text=True, check=False).stdout.split()
+    assert out[1] == "RUNNING", out
+    return int(out[3].rstrip(","))
+
+
+def test_a_program_is_added_left_alone_started_restarted_and_updated(
+        tmp_path: Path, sandbox: Sandbox) -> None:
+    assert program(tmp_path, sandbox) == ["written", "updated"]
+    first = sleeper_pid(sandbox)
+    assert stat.S_IMODE((sandbox.dir / "supervisor.d" / "sleeper.conf").stat().st_mode) == 0o600
+    assert program(tmp_path, sandbox) == []
+    assert sleeper_pid(sandbox) == first
+
+    subprocess.run([bin_path("supervisorctl"), "-c", str(sandbox.conf), "stop", "sleeper"],
+                   capture_output=True, check=True)
+    assert program(tmp_path, sandbox) == ["started"]
+    started = sleeper_pid(sandbox)
+    assert started != first and not psutil.pid_exists(first)
+
+    assert program(tmp_path, sandbox, restart=True) == ["restarted"]
+    restarted = sleeper_pid(sandbox)
+    assert restarted != started
+
+    # New content: supervisor applies it (a new process with the new command line).
+    assert program(tmp_path, sandbox, seconds=301, restart=True) == ["written", "updated"]
+    assert psutil.Process(sleeper_pid(sandbox)).cmdline() == ["sleep", "301"]
