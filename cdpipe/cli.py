@@ -347,11 +347,18 @@ def dashboard(
     allowed_host: Annotated[list[str] | None, typer.Option(
         help="a name the page is reached by besides loopback names and --host "
              "(NAME or NAME:PORT; repeatable); any other Host header is refused")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="serve HTTPS with this certificate (PEM; with --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="the certificate's private key (PEM)")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="serve plain HTTP on a non-loopback --host anyway")] = False,
 ) -> None:
     """Serve the live dashboard: instances, traffic, canary, flags, alerts; actions
     after the operator's login. Runs until Ctrl-C."""
-    from cdpipe.dashboard.server import serve
+    from cdpipe.dashboard.server import serve, tls_context
 
+    tls = tls_context(host, tls_cert, tls_key, insecure)  # before anything else runs
     env = _env(None, show=_note)
     if not env.state.instances:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
@@ -362,7 +369,7 @@ def dashboard(
         console.print(f"dashboard: {url}   (actions: log in with the operator's password, "
                       f"{password_file}; Ctrl-C stops it)", markup=False, soft_wrap=True)
 
-    serve(env, host, port, ready, allowed_host or ())
+    serve(env, host, port, ready, allowed_host or (), tls)
 
 
 @app.command()

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -440,15 +443,47 @@ def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Applicati
     return app
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(host: str, cert: Path | None, key: Path | None,
+                insecure: bool) -> ssl.SSLContext | None:
+    """The TLS context to serve with; None for plain HTTP, which only loopback gets
+    unless the operator says --insecure (the password and the session cookie would
+    cross the network in clear)."""
+    if (cert is None) != (key is None):
+        raise CdpipeError("give both --tls-cert and --tls-key, or neither")
+    if cert is None or key is None:
+        if not is_loopback(host) and not insecure:
+            raise CdpipeError(
+                f"refusing to serve the dashboard on {host} over plain HTTP: the operator's "
+                "password and session cookie would cross the network in clear; give "
+                "--tls-cert and --tls-key (or --insecure to do it anyway)")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CdpipeError(f"cannot use the TLS certificate {cert} and key {key}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
 def serve(env: Environment, host: str, port: int, ready: Callable[[str], None],
-          allowed_hosts: Collection[str] = ()) -> None:
+          allowed_hosts: Collection[str] = (), tls: ssl.SSLContext | None = None) -> None:
     """Serves until interrupted; ``ready`` gets the URL once the port listens."""
 
     async def main() -> None:
         app = create_app(env, served_hosts(host, port, allowed_hosts))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -456,7 +491,7 @@ def serve(env: Environment, host: str, port: int, ready: Callable[[str], None],
             raise CdpipeError(f"cannot listen on {host}:{port} ({exc.strerror}); pick "
                               "another with --port") from None
         shown_host = f"[{host}]" if ":" in host else host
-        ready(f"http://{shown_host}:{port}/")
+        ready(f"{'https' if tls else 'http'}://{shown_host}:{port}/")
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
