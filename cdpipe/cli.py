@@ -20,7 +20,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe.state import load as load_state
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
 from cdpipe_host.names import one_line
-from monitoring.config import ConfigError, check_rules
+from monitoring.config import SCALE_MAX_LIMIT, ConfigError, check_rules
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -92,7 +92,8 @@ def up(
     scale_cooldown: Annotated[float | None, typer.Option(
         min=0, help="seconds between two scale actions (default 300)")] = None,
     scale_max: Annotated[int | None, typer.Option(
-        min=1, help="the most prod instances the monitor scales out to (default 4)")] = None,
+        min=1, max=SCALE_MAX_LIMIT,
+        help="the most prod instances the monitor scales out to (default 4)")] = None,
     monitor_rules: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, resolve_path=True,
         help="YAML file of alert and scaling rules")] = None,
@@ -302,7 +303,8 @@ app.add_typer(scale_app, name="scale")
 
 
 @scale_app.command("out")
-def scale_out(max_count: Annotated[int, typer.Option("--max", min=1)] = 4) -> None:
+def scale_out(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_MAX_LIMIT)] = 4,
+              ) -> None:
     """Add a prod instance serving prod's commit, in rotation once healthy."""
     line = _env(None).scale_out(max_count)
     if line is None:
@@ -312,7 +314,8 @@ def scale_out(max_count: Annotated[int, typer.Option("--max", min=1)] = 4) -> No
 
 
 @scale_app.command("in")
-def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, hidden=True)] = 4) -> None:
+def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_MAX_LIMIT,
+                                                    hidden=True)] = 4) -> None:
     """Drain and remove the newest autoscaled prod instance (never those `up` made)."""
     line = _env(None).scale_in()
     if line is None:

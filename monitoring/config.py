@@ -18,6 +18,11 @@ Metric = Literal["cpu_percent", "memory_percent"]
 METRIC_SERIES = {"cpu_percent": "instance_cpu_percent",
                  "memory_percent": "instance_memory_percent"}
 
+# The most prod instances a scale action may be asked for (`cdpipe scale out|in --max`,
+# the monitor's max_count): the scaler's sudo rule (roles/scaler, scaler_scale_max_limit)
+# accepts no larger --max, so a caller cannot make the scaler launch without bound.
+SCALE_MAX_LIMIT = 20
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -133,7 +138,7 @@ class Smtp(Strict):
 class Scaling(Strict):
     command: list[str] = Field(default_factory=lambda: ["cdpipe", "scale"], min_length=1)
     cooldown_seconds: float = Field(default=300, ge=0)
-    max_count: int = Field(default=4, ge=1)
+    max_count: int = Field(default=4, ge=1, le=SCALE_MAX_LIMIT)
 
 
 class CanaryJudge(Strict):

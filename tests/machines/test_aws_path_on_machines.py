@@ -234,6 +234,25 @@ def test_the_dashboard_on_the_proxy_machine_through_an_ssh_tunnel(
                "/hiddenfeature answering 404 again")
 
 
+def test_code_is_roots_and_the_scale_rule_takes_only_bounded_commands(
+        deployed: MachinesEnv) -> None:
+    """Code unpacked on the machines is root's whatever ids the control machine's
+    archive carries; the monitor's user may run the scale command as the scaler only
+    as `out` or `in` with a --max from 1 to 20 (and --help, the role's check)."""
+    for role in ("proxy", "redis", "prod"):
+        foreign = deployed.ssh(deployed.address(role), (
+            "sudo find /opt/cdpipe/code /opt/cdpipe/scaler/project "
+            "\\( ! -user root -o ! -group root \\) -print 2>/dev/null | head -5"))
+        assert foreign.strip() == "", (role, foreign)
+    outcomes = {}
+    for args in ("--help", "status", "out --max 21", "out --max 0", "in --max 4 --dry"):
+        outcomes[args] = deployed.ssh(deployed.address("proxy"), (
+            f"sudo -u cdpipe sudo -n -u cdpipe-scaler /opt/cdpipe/scaler/scale {args} "
+            ">/dev/null 2>&1 && echo allowed || echo refused")).strip()
+    assert outcomes == {"--help": "allowed", "status": "refused", "out --max 21": "refused",
+                        "out --max 0": "refused", "in --max 4 --dry": "refused"}
+
+
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:
     proxy = f"http://{deployed.address('proxy')}/"
     samples = count_requests(proxy, 600)
