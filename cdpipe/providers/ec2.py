@@ -407,9 +407,11 @@ class Ec2Provider(Provider):
 
     def scaler_policy(self) -> dict[str, Any]:
         partition = self.session.get_partition_for_region(str(self.region))
+        owner = None if self.settings.aws_ami_ssm_parameter else self.settings.aws_ami_owner
         return iam_policy.scaler_policy(
             self.settings.aws_project, self._env_id(), str(self.region),
-            self.key_pair_name(), self.settings.aws_ami_ssm_parameter, partition)
+            self.key_pair_name(), self.settings.aws_instance_type, owner,
+            self.settings.aws_ami_ssm_parameter, partition)
 
     def scaler_profile(self) -> ScalerProfile:
         return ScalerProfile(self.iam, self.ec2, self.scaler_name(), self.tags(),
@@ -442,7 +444,8 @@ class Ec2Provider(Provider):
                     "machine is inside the VPC")
         return Instance(id=raw["InstanceId"], role=role, host=host,  # type: ignore[arg-type]
                         private_address=private, ports=machine_ports(role),
-                        provider=self.name, autoscaled=tags.get("Autoscaled") == "true")
+                        provider=self.name,
+                        autoscaled=tags.get(iam_policy.AUTOSCALED_TAG) == "true")
 
     def ensure(self, state: State, wanted: dict[Role, int],
                autoscaled: bool = False) -> list[Instance]:
@@ -531,7 +534,7 @@ class Ec2Provider(Provider):
              number: int, profile: str | None = None) -> str:
         tags = self.tags(role) | {"Name": f"{self._prefix()}-{role}-{number}"}
         if autoscaled:
-            tags["Autoscaled"] = "true"
+            tags[iam_policy.AUTOSCALED_TAG] = "true"
         args: dict[str, Any] = {
             "ImageId": ami, "InstanceType": self.settings.aws_instance_type, "MinCount": 1,
             "MaxCount": 1, "KeyName": key, "SecurityGroupIds": [group_id],

@@ -145,9 +145,9 @@ def as_admin(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def iam_requests(calls: list[tuple[str, dict[str, Any]]], tags_of: dict[str, dict[str, str]],
-                 region: str) -> list[Request]:
+                 region: str, owner_of: dict[str, str]) -> list[Request]:
     """The authorisation requests AWS makes of the recorded calls (``tags_of``: each
-    instance's and group's tags)."""
+    instance's and group's tags; ``owner_of``: each image's owner)."""
     arn = f"arn:aws:ec2:{region}:123456789012"
     out: list[Request] = []
     for name, params in calls:
@@ -160,9 +160,12 @@ def iam_requests(calls: list[tuple[str, dict[str, Any]]], tags_of: dict[str, dic
                     context = request_tags(specs.get(kind, {}))
                     if action == "ec2:CreateTags":
                         context["ec2:CreateAction"] = "RunInstances"
+                    elif kind == "instance":
+                        context["ec2:InstanceType"] = params["InstanceType"]
                     out.append(Request(action, f"{arn}:{kind}/{rid}", context))
             out.append(Request("ec2:RunInstances", f"arn:aws:ec2:{region}::image/"
-                               f"{params['ImageId']}"))
+                               f"{params['ImageId']}",
+                               {"ec2:Owner": owner_of[params["ImageId"]]}))
             out.append(Request("ec2:RunInstances", f"{arn}:subnet/subnet-default"))
             out.append(Request("ec2:RunInstances", f"{arn}:key-pair/{params['KeyName']}"))
             out += [Request("ec2:RunInstances", f"{arn}:security-group/{g}",
@@ -222,8 +225,9 @@ def test_the_scale_path_runs_on_the_scalers_credentials_and_nothing_more(
     for refused in refusals:
         with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
             refused()
-    with pytest.raises(CdpipeError, match=r"^AWS refused creating the scaler's role and "
-                       r"instance profile .*lacks iam:GetRole \(AccessDenied\)"):
+    # (refused at its first call the scale path does not make: the groups' VPC lookup)
+    with pytest.raises(CdpipeError, match=r"^AWS refused creating instances: these "
+                       r"credentials may not call DescribeVpcs \(AccessDenied\)"):
         scaler.ensure(state, LAYOUT)  # type: ignore[arg-type]
 
     as_admin(moto, monkeypatch)
@@ -241,11 +245,13 @@ def test_the_scale_path_runs_on_the_scalers_credentials_and_nothing_more(
             tags_of[i["InstanceId"]] = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
     for group in ec2().describe_security_groups()["SecurityGroups"]:
         tags_of[group["GroupId"]] = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
-    made = iam_requests(scale_path, tags_of, str(scaler.region))
+    owner_of = {i["ImageId"]: i["OwnerId"] for i in ec2().describe_images(
+        ImageIds=sorted({p["ImageId"] for n, p in scale_path if n == "RunInstances"}))["Images"]}
+    made = iam_requests(scale_path, tags_of, str(scaler.region), owner_of)
     assert [f"{r.action} {r.resource}" for r in made if not allowed(policy, r)] == []
     foreign = {k: v | {"Environment": "env-99999999"} if "Environment" in v else v
                for k, v in tags_of.items()}
-    elsewhere = iam_requests(scale_path, foreign, str(scaler.region))
+    elsewhere = iam_requests(scale_path, foreign, str(scaler.region), owner_of)
     assert {r.action for r in elsewhere if not allowed(policy, r)} == {
         "ec2:RunInstances", "ec2:CreateTags", "ec2:TerminateInstances"}
 

@@ -15,22 +15,30 @@ import botocore.session
 import pytest
 
 from cdpipe import PROJECT_ROOT
+from cdpipe.config import Settings
 from cdpipe.providers.iam_policy import dumps, scaler_name, scaler_policy
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
 
 ENV, OTHER, REGION, KEY = "env-0123abcd", "env-99999999", "us-east-1", "cdpipe-env-0123abcd"
 ARN = f"arn:aws:ec2:{REGION}:123456789012"
 MINE = {"Project": "cdpipe", "Environment": ENV, "ManagedBy": "cdpipe", "Role": "prod"}
-POLICY = scaler_policy("cdpipe", ENV, REGION, KEY)
+# What `cdpipe iam-policy` prints with the default settings (docs/aws.md's copy).
+TYPE = Settings.model_fields["aws_instance_type"].default
+OWNER = Settings.model_fields["aws_ami_owner"].default
+POLICY = scaler_policy("cdpipe", ENV, REGION, KEY, TYPE, OWNER)
+AUTOSCALED = MINE | {"Autoscaled": "true"}
 
 
 def launch(tags: dict[str, str], group_tags: dict[str, str] | None = None,
-           key: str = KEY) -> list[Request]:
+           key: str = KEY, instance_type: str = TYPE, owner: str = OWNER) -> list[Request]:
     """The authorisation requests of one RunInstances (instance, its volume and network
     interface tagged with ``tags`` in the request), then its tagging at launch."""
     created = [f"{ARN}:instance/i-1", f"{ARN}:volume/vol-1", f"{ARN}:network-interface/eni-1"]
-    run = [Request("ec2:RunInstances", arn, request_tags(tags)) for arn in created]
-    run += [Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-1"),
+    run = [Request("ec2:RunInstances", arn, request_tags(tags)
+                   | ({"ec2:InstanceType": instance_type} if "instance/" in arn else {}))
+           for arn in created]
+    run += [Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-1",
+                    {"ec2:Owner": owner}),
             Request("ec2:RunInstances", f"{ARN}:subnet/subnet-1"),
             Request("ec2:RunInstances", f"{ARN}:key-pair/{key}"),
             Request("ec2:RunInstances", f"{ARN}:security-group/sg-1",
@@ -45,9 +53,9 @@ def denied(requests: list[Request]) -> list[str]:
 
 
 def test_the_scale_path_is_allowed() -> None:
-    assert denied(launch(MINE | {"Name": "x", "Autoscaled": "true"})) == []
+    assert denied(launch(AUTOSCALED | {"Name": "x"})) == []
     own = f"{ARN}:instance/i-1"
-    assert allowed(POLICY, Request("ec2:TerminateInstances", own, resource_tags(MINE)))
+    assert allowed(POLICY, Request("ec2:TerminateInstances", own, resource_tags(AUTOSCALED)))
     assert allowed(POLICY, Request("ec2:CreateTags", own,
                                    resource_tags(MINE) | request_tags({"Commit": "abc"})))
     for action in ("ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeKeyPairs",
@@ -70,6 +78,37 @@ def test_a_launch_without_tags_into_another_group_or_with_another_key_is_refused
         f"ec2:RunInstances {ARN}:security-group/sg-1"]
     assert denied(launch(MINE, key="someone-else")) == [
         f"ec2:RunInstances {ARN}:key-pair/someone-else"]
+
+
+def test_only_autoscaled_prod_instances_may_be_terminated() -> None:
+    """Proxy, Redis, canary and the prod instances `up` made are out of the scaler's
+    reach; an autoscaled prod instance is not (its tags are set only at launch)."""
+    own = f"{ARN}:instance/i-1"
+    for tags, expected in ((AUTOSCALED, True), (MINE, False),
+                           (MINE | {"Role": "proxy"}, False), (MINE | {"Role": "redis"}, False),
+                           (AUTOSCALED | {"Role": "canary"}, False),
+                           (AUTOSCALED | {"Autoscaled": "false"}, False)):
+        assert allowed(POLICY, Request("ec2:TerminateInstances", own,
+                                       resource_tags(tags))) == expected, tags
+
+
+def test_a_launch_of_another_type_or_another_owners_image_is_refused() -> None:
+    assert denied(launch(AUTOSCALED, instance_type="p5.48xlarge")) == [
+        f"ec2:RunInstances {ARN}:instance/i-1"]
+    assert denied(launch(AUTOSCALED, owner="111122223333")) == [
+        f"ec2:RunInstances arn:aws:ec2:{REGION}::image/ami-1"]
+    # With the AMI from an SSM parameter the owner is not known beforehand: any image.
+    ssm = scaler_policy("cdpipe", ENV, REGION, KEY, TYPE, None, ami_ssm_parameter="/p")
+    image = Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-1",
+                    {"ec2:Owner": "111122223333"})
+    assert allowed(ssm, image)
+
+
+def test_reading_is_the_scale_paths_describe_calls_only() -> None:
+    """Not ec2:Describe*: DescribeInstanceAttribute reads any instance's user data."""
+    for action in ("ec2:DescribeInstanceAttribute", "ec2:DescribeLaunchTemplateVersions",
+                   "ec2:DescribeVolumes", "ec2:DescribeSnapshots"):
+        assert not allowed(POLICY, Request(action, "*")), action
 
 
 def test_another_environments_instances_are_out_of_reach() -> None:
@@ -102,7 +141,7 @@ def test_nothing_else_is_allowed(action: str) -> None:
 
 def test_the_ami_parameter_is_readable_only_when_configured() -> None:
     name = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
-    policy = scaler_policy("cdpipe", ENV, REGION, KEY, ami_ssm_parameter=name)
+    policy = scaler_policy("cdpipe", ENV, REGION, KEY, TYPE, ami_ssm_parameter=name)
     arn = f"arn:aws:ssm:{REGION}::parameter{name}"
     assert allowed(policy, Request("ssm:GetParameter", arn))
     assert not allowed(policy, Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}::parameter/x"))
@@ -113,7 +152,7 @@ def test_action_names_are_those_of_the_apis() -> None:
     """Each action names an operation of botocore's service model (a typo grants
     nothing on AWS, and no test would notice)."""
     session = botocore.session.get_session()
-    policy = scaler_policy("cdpipe", ENV, REGION, KEY, ami_ssm_parameter="/p")
+    policy = scaler_policy("cdpipe", ENV, REGION, KEY, TYPE, ami_ssm_parameter="/p")
     for statement in policy["Statement"]:
         for action in [statement["Action"]] if isinstance(statement["Action"], str) \
                 else statement["Action"]:
@@ -127,7 +166,7 @@ def test_the_policy_is_scoped_to_its_region_and_partition() -> None:
     arns = [r for s in POLICY["Statement"] for r in
             ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]) if r != "*"]
     assert arns and all(a.startswith(f"arn:aws:ec2:{REGION}:") for a in arns)
-    china = scaler_policy("cdpipe", ENV, "cn-north-1", KEY, partition="aws-cn")
+    china = scaler_policy("cdpipe", ENV, "cn-north-1", KEY, TYPE, partition="aws-cn")
     assert "arn:aws-cn:ec2:cn-north-1:*:instance/*" in json.dumps(china)
     assert scaler_name("cdpipe", ENV) == "cdpipe-env-0123abcd-scaler"
 
