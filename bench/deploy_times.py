@@ -45,9 +45,13 @@ def run(env: BenchEnv) -> tuple[float, list[tuple[str, float, float]]]:
                           "--target", "canary")
     env.cdpipe("deploy", "--ref", env.head(), "--target", "prod")
     noop = statistics.median(site_run(env) for _ in range(3))
+    scale_out = env.cdpipe("scale", "out", "--max", "2")
+    scale_in = env.cdpipe("scale", "in")
     baseline = statistics.median(ping(env) for _ in range(3))
     return baseline, [
-        ("cdpipe up from nothing (app venv built once per instance)", up, 40),
+        ("cdpipe up from nothing (4 sandboxes, both apps deployed)", up, 40),
         ("redeploy a new commit to the canary", redeploy, 5),
         ("site.yml again, nothing to change (median of 3 runs)", noop, 5),
+        ("cdpipe scale out --max 2 by hand, until the new prod serves", scale_out, 8),
+        ("cdpipe scale in", scale_in, 8),
     ]
