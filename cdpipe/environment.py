@@ -30,7 +30,7 @@ from cdpipe import (
     providers,
     redis_users,
     runtime_control,
-    secrets,
+    secret_files,
 )
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult, run_playbook
@@ -198,9 +198,9 @@ class Environment:
         reads) from files or CDPIPE_<NAME>, never new ones."""
         self.provider.preflight()
         if self.state.instances:
-            secrets.require(self.settings.secrets_dir, needed)
+            secret_files.require(self.settings.secrets_dir, needed)
         else:
-            secrets.ensure(self.settings.secrets_dir)
+            secret_files.ensure(self.settings.secrets_dir)
         recorded = self.state.environment
         try:
             created = self.provider.ensure(self.state, DEFAULT_LAYOUT)
@@ -226,7 +226,7 @@ class Environment:
         with self.locked("up"):
             self.state.options.update(options or {})
             self.show(f"provisioning {self.provider.name} instances")
-            self.provision(secrets.ALL)  # site.yml configures every role
+            self.provision(secret_files.ALL)  # site.yml configures every role
             self.provider.record_options(self.state)
             with self.recorded("up", ref, sha, APP_ROLES):
                 self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and "
@@ -256,7 +256,7 @@ class Environment:
                               "--target canary")
         if not self.state.instances:
             raise CdpipeError("no environment is up here; run `cdpipe up` first")
-        secrets.require(self.settings.secrets_dir, secrets.DEPLOY + secrets.LOCK)
+        secret_files.require(self.settings.secrets_dir, secret_files.DEPLOY + secret_files.LOCK)
         sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
         with self.recorded(command, ref, sha, roles):
@@ -328,7 +328,7 @@ class Environment:
             if len(prod) >= max_count:
                 return None
             # scale.yml reads the deploy secrets; the lock is the deployer's.
-            secrets.require(self.settings.secrets_dir, secrets.DEPLOY + secrets.LOCK)
+            secret_files.require(self.settings.secrets_dir, secret_files.DEPLOY + secret_files.LOCK)
             created = self.provider.ensure(self.state, {"prod": len(prod) + 1},
                                            autoscaled=True)
             self.save()
@@ -369,7 +369,7 @@ class Environment:
             autoscaled = [i for i in self.state.of_role("prod") if i.autoscaled]
             if not autoscaled:
                 return None
-            secrets.require(self.settings.secrets_dir, secrets.SCALE_IN)
+            secret_files.require(self.settings.secrets_dir, secret_files.SCALE_IN)
             victim = autoscaled[-1]
             self._unregister(victim.id)
             self.show(f"draining {victim.id}")

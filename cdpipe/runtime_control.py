@@ -12,7 +12,7 @@ from urllib.parse import quote
 import redis
 import requests
 
-from cdpipe import secrets
+from cdpipe import secret_files
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.redis_users import OPERATOR, password_name
@@ -35,7 +35,7 @@ def format_redis_url(host: str, port: int, user: str, password: str | None) -> s
 
 
 def redis_password(settings: Settings, user: str) -> str | None:
-    return secrets.read(settings.secrets_dir, password_name(user))
+    return secret_files.read(settings.secrets_dir, password_name(user))
 
 
 def redis_url(settings: Settings, state: State, user: str = OPERATOR,
@@ -170,7 +170,7 @@ def backend_stats(settings: Settings, state: State) -> dict[str, ServerStats]:
     proxies = state.of_role("proxy")
     if not proxies:
         return {}
-    password = secrets.read(settings.secrets_dir, "stats_password") or ""
+    password = secret_files.read(settings.secrets_dir, "stats_password") or ""
     try:
         resp = requests.get(proxies[0].url("stats") + "/;csv", auth=("admin", password),
                             timeout=3)

@@ -28,7 +28,7 @@ import aiohttp
 import redis
 from aiohttp import web
 
-from cdpipe import runtime_control, secrets
+from cdpipe import runtime_control, secret_files
 from cdpipe.dashboard import view
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
 from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
@@ -110,7 +110,7 @@ class Source:
         proxies = self.env.state.of_role("proxy")
         if not proxies:
             return None
-        password = secrets.read(self.env.settings.secrets_dir, "stats_password") or ""
+        password = secret_files.read(self.env.settings.secrets_dir, "stats_password") or ""
         return proxies[0].url("stats") + "/;csv", password
 
     def roles(self) -> dict[str, str]:
@@ -122,7 +122,7 @@ class Dashboard:
         self.env = env
         self.source = Source(env)
         self.hub = Hub()
-        self.sessions = Sessions(secrets.read(env.settings.secrets_dir,
+        self.sessions = Sessions(secret_files.read(env.settings.secrets_dir,
                                               password_name(OPERATOR)))
         self.throttle = LoginThrottle()
         self.jobs = Jobs(lambda job: self.hub.publish("job", job))

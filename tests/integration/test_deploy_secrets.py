@@ -1,4 +1,4 @@
-"""Which secrets a deploy reads (secrets.DEPLOY): deploy.yml and scale.yml run only the
+"""Which secrets a deploy reads (secret_files.DEPLOY): deploy.yml and scale.yml run only the
 app role, whose configuration is rendered here by real Ansible (ansible-core templates
 lazily: a lookup runs only when its value is used) from cdpipe's own AWS inventory with
 a secrets directory that holds those files and nothing else, as on the proxy machine."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdpipe import PROJECT_ROOT, secrets
+from cdpipe import PROJECT_ROOT, secret_files
 from cdpipe.config import Settings
 from cdpipe.inventory import build
 from cdpipe.model import ROLES, Instance, machine_ports
@@ -56,7 +56,7 @@ def render(tmp_path: Path, files: tuple[str, ...]) -> subprocess.CompletedProces
 
 
 def test_a_deploy_renders_with_only_its_secrets(tmp_path: Path) -> None:
-    out = render(tmp_path, secrets.DEPLOY)
+    out = render(tmp_path, secret_files.DEPLOY)
     assert out.returncode == 0, out.stdout[-2000:]
     shown = [line for line in out.stdout.splitlines() if "APP_ENV=" in line]
     assert len(shown) == 2  # prod and canary
@@ -66,7 +66,7 @@ def test_a_deploy_renders_with_only_its_secrets(tmp_path: Path) -> None:
     assert env["APP_USER_ID_SECRET"] == "value-of-app_user_id_secret"
 
 
-@pytest.mark.parametrize("left_out", secrets.DEPLOY)
+@pytest.mark.parametrize("left_out", secret_files.DEPLOY)
 def test_each_of_them_is_needed(tmp_path: Path, left_out: str) -> None:
-    out = render(tmp_path, tuple(n for n in secrets.DEPLOY if n != left_out))
+    out = render(tmp_path, tuple(n for n in secret_files.DEPLOY if n != left_out))
     assert out.returncode != 0 and left_out in out.stdout

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cdpipe import canary, runtime_records, secrets
+from cdpipe import canary, runtime_records, secret_files
 from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
@@ -280,7 +280,7 @@ def environment(home: Path, redis_port: int, lines: list[str],
     secrets_dir.mkdir(parents=True)
     for user, password in passwords.items():
         (secrets_dir / password_name(user)).write_text(password + "\n")
-    secrets.ensure(secrets_dir)  # the other secrets an `up` made
+    secret_files.ensure(secrets_dir)  # the other secrets an `up` made
     instances = [Instance(id="redis-1", role="redis", host="127.0.0.1",
                           ports=machine_ports("redis") | {"redis": redis_port},
                           provider="local")]

@@ -24,7 +24,7 @@ import redis
 import requests
 
 from cdpipe import PROJECT_ROOT
-from cdpipe.secrets import DEPLOY, LOCK
+from cdpipe.secret_files import DEPLOY, LOCK
 from cdpipe_host.keys import MONITOR_OUTBOX
 from devkit.smtp_relay import SmtpRelay
 from tests.e2e.load import Load

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdpipe import gitref, secrets
+from cdpipe import gitref, secret_files
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.inventory import build
@@ -80,7 +80,7 @@ def test_inventory_groups_roles_and_carries_deployed_refs(tmp_path: Path) -> Non
     for user in USERS:
         assert inv["vars"]["cdpipe_redis_passwords"][user].startswith("{{ lookup(")
         assert inv["vars"]["cdpipe_redis_urls"][user].startswith(f"redis://{user}:{{{{ ")
-    written = secrets.ensure(settings.secrets_dir)
+    written = secret_files.ensure(settings.secrets_dir)
     assert not any(value in dumped for value in written.values())
 
 

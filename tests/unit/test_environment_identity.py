@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cdpipe import providers, secrets
+from cdpipe import providers, secret_files
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings, check_environment_id
@@ -158,7 +158,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Environment:
         Instance(id=f"{role}-1", role=role, host="10.0.0.9", ports=machine_ports(role),
                  provider="fake") for role in ROLES])
     state_mod.save(settings.state_file, state)
-    secrets.ensure(settings.secrets_dir)  # made by the `up` that provisioned it
+    secret_files.ensure(settings.secrets_dir)  # made by the `up` that provisioned it
     environment = Environment(settings, show=lambda line: None)
     monkeypatch.setattr(environment, "resolve", lambda ref: ref)
     return environment

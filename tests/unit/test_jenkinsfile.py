@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe import PROJECT_ROOT, secrets
+from cdpipe import PROJECT_ROOT, secret_files
 from devkit import git, git_init
 
 JENKINSFILE = (PROJECT_ROOT / "Jenkinsfile").read_text(encoding="utf-8")
@@ -278,7 +278,7 @@ def test_deploy_binds_the_credentials_around_post_build() -> None:
 
 def test_deploy_binds_every_secret_cdpipe_keeps() -> None:
     """A secret left unbound would be generated anew in a wiped workspace."""
-    kept = {f"CDPIPE_{name.upper()}" for name in secrets.NAMES}
+    kept = {f"CDPIPE_{name.upper()}" for name in secret_files.NAMES}
     assert kept <= set(bound_variables())
 
 

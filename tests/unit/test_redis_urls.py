@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import redis
 
-from cdpipe import runtime_control, secrets
+from cdpipe import runtime_control, secret_files
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance
@@ -24,7 +24,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, Stat
         monkeypatch.delenv(f"CDPIPE_{password_name(user).upper()}", raising=False)
     monkeypatch.setenv("CDPIPE_REDIS_OPERATOR_PASSWORD", "p@ss:w/rd%")
     settings = Settings(home=tmp_path)
-    secrets.ensure(settings.secrets_dir)
+    secret_files.ensure(settings.secrets_dir)
     state = State(instances=[Instance(id="redis-1", role="redis", host="127.0.0.1",
                                       ports={"redis": 18010}, provider="local")])
     return settings, state
@@ -42,7 +42,7 @@ def test_the_operators_url_by_default_with_its_password_encoded(
 
 def test_another_user_and_the_redacted_form(env: tuple[Settings, State]) -> None:
     settings, state = env
-    deployer = secrets.read(settings.secrets_dir, password_name(DEPLOYER))
+    deployer = secret_files.read(settings.secrets_dir, password_name(DEPLOYER))
     assert runtime_control.redis_url(settings, state, DEPLOYER) == (
         f"redis://deployer:{deployer}@127.0.0.1:18010/0")
     assert runtime_control.redis_url(settings, state, with_password=False) == (

@@ -13,7 +13,7 @@ import botocore.exceptions
 import pytest
 import yaml
 
-from cdpipe import cli, providers, secrets
+from cdpipe import cli, providers, secret_files
 from cdpipe import environment as environment_mod
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
@@ -81,7 +81,7 @@ def env(tmp_path: Path, calls: list[Call], monkeypatch: pytest.MonkeyPatch) -> E
     state = State(provider="fake", deployed={"prod": COMMIT, "canary": COMMIT})
     provider.ensure(state, {role: 1 for role in ROLES})
     state_mod.save(settings.state_file, state)
-    secrets.ensure(settings.secrets_dir)  # made by the `up` that provisioned it
+    secret_files.ensure(settings.secrets_dir)  # made by the `up` that provisioned it
     calls.clear()
     environment = Environment(settings, show=lambda line: None)
     assert environment.provider is provider

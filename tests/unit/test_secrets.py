@@ -1,4 +1,4 @@
-"""cdpipe.secrets: generated once into files only the owner reads, kept across runs, and
+"""cdpipe.secret_files: generated once into files only the owner reads, kept across runs, and
 overridden (and written through) by CDPIPE_* variables, as Jenkins' credentials
 bindings set them."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe import secrets
+from cdpipe import secret_files
 from cdpipe.errors import CdpipeError
 
 USERS = ("admin", "operator", "deployer", "controller", "monitor", "app")
@@ -42,7 +42,7 @@ def mode(path: Path) -> int:
 
 def test_ensure_creates_0600_files_in_a_0700_dir(tmp_path: Path, open_umask: None) -> None:
     d = tmp_path / "home" / "secrets"
-    values = secrets.ensure(d)
+    values = secret_files.ensure(d)
     assert set(values) == set(NAMES)
     assert mode(d) == 0o700
     assert sorted(p.name for p in d.iterdir()) == sorted(NAMES)
@@ -50,7 +50,7 @@ def test_ensure_creates_0600_files_in_a_0700_dir(tmp_path: Path, open_umask: Non
         assert mode(d / name) == 0o600, name
         assert (d / name).read_text() == values[name] + "\n"
         assert len(values[name]) >= 32 and values[name].isascii()
-        assert secrets.read(d, name) == values[name]
+        assert secret_files.read(d, name) == values[name]
     assert len(set(values.values())) == len(NAMES)  # one password per user
 
 
@@ -58,31 +58,31 @@ def test_an_existing_open_dir_is_closed_to_others(tmp_path: Path) -> None:
     d = tmp_path / "secrets"
     d.mkdir(mode=0o755)
     d.chmod(0o755)
-    secrets.ensure(d)
+    secret_files.ensure(d)
     assert mode(d) == 0o700
 
 
 def test_values_are_kept_across_calls(tmp_path: Path) -> None:
     d = tmp_path / "secrets"
-    first = secrets.ensure(d)
+    first = secret_files.ensure(d)
     written = {name: (d / name).stat().st_mtime_ns for name in NAMES}
-    assert secrets.ensure(d) == first
-    assert secrets.ensure(d) == first
+    assert secret_files.ensure(d) == first
+    assert secret_files.ensure(d) == first
     assert {name: (d / name).stat().st_mtime_ns for name in NAMES} == written  # not rewritten
-    assert secrets.read(d, ADMIN) == first[ADMIN]
+    assert secret_files.read(d, ADMIN) == first[ADMIN]
 
 
 def test_read_of_a_missing_secret_is_none(tmp_path: Path) -> None:
-    assert secrets.read(tmp_path, ADMIN) is None
-    assert secrets.read(tmp_path / "nowhere", "stats_password") is None
+    assert secret_files.read(tmp_path, ADMIN) is None
+    assert secret_files.read(tmp_path / "nowhere", "stats_password") is None
 
 
 def test_the_environment_overrides_and_is_written_through(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "secrets"
-    generated = secrets.ensure(d)
+    generated = secret_files.ensure(d)
     monkeypatch.setenv("CDPIPE_REDIS_OPERATOR_PASSWORD", "from-jenkins")
-    values = secrets.ensure(d)
+    values = secret_files.ensure(d)
     assert values["redis_operator_password"] == "from-jenkins"
     assert values | {"redis_operator_password": generated["redis_operator_password"]} == \
         generated  # the others stay
@@ -92,7 +92,7 @@ def test_the_environment_overrides_and_is_written_through(
 
     # Without the variable, the value it set is the one kept (not a new random one).
     monkeypatch.delenv("CDPIPE_REDIS_OPERATOR_PASSWORD")
-    assert secrets.ensure(d)["redis_operator_password"] == "from-jenkins"
+    assert secret_files.ensure(d)["redis_operator_password"] == "from-jenkins"
 
 
 def test_the_single_password_of_earlier_versions_is_the_admins(
@@ -101,19 +101,19 @@ def test_the_single_password_of_earlier_versions_is_the_admins(
     CDPIPE_REDIS_ADMIN_PASSWORD wins over it."""
     d = tmp_path / "secrets"
     monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "from-jenkins")
-    values = secrets.ensure(d)
+    values = secret_files.ensure(d)
     assert values[ADMIN] == "from-jenkins"
     assert "from-jenkins" not in {v for k, v in values.items() if k != ADMIN}
     assert not (d / "redis_password").exists()
     monkeypatch.setenv("CDPIPE_REDIS_ADMIN_PASSWORD", "admin-own")
-    assert secrets.ensure(d)[ADMIN] == "admin-own"
+    assert secret_files.ensure(d)[ADMIN] == "admin-own"
 
 
 def test_a_password_file_of_earlier_versions_becomes_the_admins(tmp_path: Path) -> None:
     d = tmp_path / "secrets"
     d.mkdir()
     (d / "redis_password").write_text("old-single\n")
-    values = secrets.ensure(d)
+    values = secret_files.ensure(d)
     assert values[ADMIN] == "old-single"
     assert not (d / "redis_password").exists()
     assert sorted(p.name for p in d.iterdir()) == sorted(NAMES)
@@ -123,7 +123,7 @@ def test_the_environment_on_a_first_run_makes_the_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_umask: None) -> None:
     d = tmp_path / "secrets"
     monkeypatch.setenv("CDPIPE_STATS_PASSWORD", "s3cret/with+chars")
-    values = secrets.ensure(d)
+    values = secret_files.ensure(d)
     assert values["stats_password"] == "s3cret/with+chars"
     assert (d / "stats_password").read_text() == "s3cret/with+chars\n"
     assert mode(d / "stats_password") == 0o600
@@ -132,10 +132,10 @@ def test_the_environment_on_a_first_run_makes_the_file(
 def test_an_empty_variable_does_not_override(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "secrets"
-    generated = secrets.ensure(d)
+    generated = secret_files.ensure(d)
     monkeypatch.setenv("CDPIPE_REDIS_PASSWORD", "")
     monkeypatch.setenv("CDPIPE_REDIS_APP_PASSWORD", "")
-    assert secrets.ensure(d) == generated
+    assert secret_files.ensure(d) == generated
 
 
 def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
     d.mkdir()
     (d / "redis_app_password").write_text("kept\n")
     (d / "redis_app_password").chmod(0o644)
-    assert secrets.ensure(d)["redis_app_password"] == "kept"
+    assert secret_files.ensure(d)["redis_app_password"] == "kept"
     assert (d / "redis_app_password").stat().st_mode & 0o777 == 0o600
 
 
@@ -151,7 +151,7 @@ def test_a_secret_file_with_loose_bits_is_tightened(tmp_path: Path) -> None:
 def test_require_never_generates_and_names_file_and_variable(tmp_path: Path) -> None:
     d = tmp_path / "secrets"
     with pytest.raises(CdpipeError) as missing:
-        secrets.require(d, secrets.DEPLOY)
+        secret_files.require(d, secret_files.DEPLOY)
     message = str(missing.value)
     assert "\n" not in message
     assert "secret redis_app_password is missing" in message
@@ -166,15 +166,16 @@ def test_require_reads_a_partial_directory_and_variables(
     d.mkdir()
     (d / "redis_app_password").write_text("from-file\n")
     monkeypatch.setenv("CDPIPE_APP_USER_ID_SECRET", "from-jenkins")
-    assert secrets.require(d, secrets.DEPLOY) == {"redis_app_password": "from-file",
+    assert secret_files.require(d, secret_files.DEPLOY) == {"redis_app_password": "from-file",
                                                   "app_user_id_secret": "from-jenkins"}
     assert (d / "app_user_id_secret").read_text() == "from-jenkins\n"  # written through
     assert mode(d / "app_user_id_secret") == 0o600 and mode(d) == 0o700
-    assert sorted(p.name for p in d.iterdir()) == sorted(secrets.DEPLOY)
+    assert sorted(p.name for p in d.iterdir()) == sorted(secret_files.DEPLOY)
     with pytest.raises(CdpipeError, match="secret redis_deployer_password is missing"):
-        secrets.require(d, secrets.SCALE_IN)
-    assert secrets.require(d, ()) == {}
+        secret_files.require(d, secret_files.SCALE_IN)
+    assert secret_files.require(d, ()) == {}
 
 
 def test_what_each_command_reads_is_among_the_secrets() -> None:
-    assert set(secrets.DEPLOY) | set(secrets.SCALE_IN) < set(secrets.ALL) == set(NAMES)
+    assert (set(secret_files.DEPLOY) | set(secret_files.SCALE_IN)
+            < set(secret_files.ALL) == set(NAMES))
