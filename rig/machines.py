@@ -89,7 +89,10 @@ def start_machine(ec2: Any, names: RigNames, image: str, raw: dict[str, Any]) ->
     podman("create", "--name", name, "--hostname", "ip-" + address.replace(".", "-"),
            "--network", names.network, "--ip", address, "--systemd=always",
            "--label", f"{LABEL}={names.rig_id}", "--label", f"io.cdpipe.instance={instance_id}",
-           "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--pids-limit", "2048",
+           # NET_ADMIN: the machine's own firewall (the scaler role's metadata rule),
+           # as root on an EC2 instance has it.
+           "--cap-add", "AUDIT_WRITE", "--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN",
+           "--pids-limit", "2048",
            *names.machine_options, image)
     try:
         authorities = sorted(LOCAL_AUTHORITIES.glob("*.crt"))

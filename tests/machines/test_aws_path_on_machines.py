@@ -253,6 +253,33 @@ def test_code_is_roots_and_the_scale_rule_takes_only_bounded_commands(
                         "out --max 0": "refused", "in --max 4 --dry": "refused"}
 
 
+METADATA_PROBE = """
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=10)
+    print("reached")
+except urllib.error.HTTPError:
+    print("reached")
+except (urllib.error.URLError, OSError):
+    print("refused")
+"""
+
+
+def test_only_root_and_the_scaler_reach_the_metadata_service(deployed: MachinesEnv) -> None:
+    """The instance profile's credentials: the proxy machine's firewall lets root and
+    the scaler's user reach the metadata service, and refuses HAProxy's, the monitor's
+    and the controller's users (the rig's stand-in answers at the endpoint cdpipe's
+    machine settings name)."""
+    url = deployed.rig.machine_moto_url + "/latest/meta-data/iam/security-credentials/"
+    proxy = deployed.address("proxy")
+    deployed.ssh(proxy, f"cat > /tmp/metadata_probe.py <<'EOF'\n{METADATA_PROBE}\nEOF")
+    seen = {user: deployed.ssh(proxy, f"sudo -u {user} python3 /tmp/metadata_probe.py {url}"
+                                      ).strip()
+            for user in ("root", "cdpipe-scaler", "haproxy", "cdpipe")}
+    assert seen == {"root": "reached", "cdpipe-scaler": "reached", "haproxy": "refused",
+                    "cdpipe": "refused"}
+
+
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:
     proxy = f"http://{deployed.address('proxy')}/"
     samples = count_requests(proxy, 600)
