@@ -7,6 +7,7 @@ of test_z_dead_machine.py last)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -15,13 +16,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
 
 from cdpipe import PROJECT_ROOT
+from cdpipe.config import Settings
+from cdpipe.providers.iam_policy import scaler_name
 from devkit.ports import free_port
 from rig.podman import podman
 from tests.e2e.load import Load, count_requests, share
+from tests.iam_eval import Request, allowed, resource_tags
 from tests.machines.conftest import SSH_OPTIONS, MachinesEnv
 from tests.machines.private_git import private_git_server
 from tests.support import wait_until
@@ -278,6 +283,41 @@ def test_only_root_and_the_scaler_reach_the_metadata_service(deployed: MachinesE
             for user in ("root", "cdpipe-scaler", "haproxy", "cdpipe")}
     assert seen == {"root": "reached", "cdpipe-scaler": "reached", "haproxy": "refused",
                     "cdpipe": "refused"}
+
+
+def test_the_installed_policy_refuses_to_terminate_what_up_made(deployed: MachinesEnv) -> None:
+    """The scaler's policy as IAM holds it for this environment, evaluated by IAM's rules
+    (tests/iam_eval.py) against each machine's tags: a terminate of the Redis machine,
+    the proxy, the canary or the prod machine `up` made is refused; only an autoscaled
+    prod instance (tags set only at launch) may be terminated."""
+    report = deployed.status()
+    environment, region = report["environment"], report["region"]
+    clients = {"endpoint_url": deployed.env["AWS_ENDPOINT_URL"], "region_name": region,
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    name = scaler_name(deployed.env.get("CDPIPE_AWS_PROJECT",
+                                        Settings.model_fields["aws_project"].default),
+                       environment)
+    document = boto3.client("iam", **clients).get_role_policy(
+        RoleName=name, PolicyName=name)["PolicyDocument"]
+    policy = json.loads(document) if isinstance(document, str) else document
+    pages = boto3.client("ec2", **clients).get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag:Environment", "Values": [environment]},
+                 {"Name": "instance-state-name", "Values": ["running"]}])
+    verdicts = {}
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for raw in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+                arn = f"arn:aws:ec2:{region}:123456789012:instance/{raw['InstanceId']}"
+                role = tags["Role"] + (" (autoscaled)" if tags.get("Autoscaled") else "")
+                verdicts[role] = allowed(policy, Request("ec2:TerminateInstances", arn,
+                                                         resource_tags(tags)))
+                if tags["Role"] == "prod" and not tags.get("Autoscaled"):
+                    verdicts["prod, were it autoscaled"] = allowed(policy, Request(
+                        "ec2:TerminateInstances", arn,
+                        resource_tags(tags | {"Autoscaled": "true"})))
+    assert verdicts == {"redis": False, "proxy": False, "canary": False, "prod": False,
+                        "prod, were it autoscaled": True}
 
 
 def test_split_and_the_kill_switch_through_the_proxy_machine(deployed: MachinesEnv) -> None:

@@ -135,3 +135,22 @@ def test_the_readme_links_every_docs_page() -> None:
 def test_the_readme_has_at_most_300_lines() -> None:
     lines = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
+
+
+def test_the_security_page_names_tests_that_exist() -> None:
+    """docs/security.md lists, for each protection, the tests that fail without it:
+    every file and test function it names exists (`::name` alone: the file named before
+    it in the same row)."""
+    missing = []
+    for row in (PROJECT_ROOT / "docs" / "security.md").read_text().splitlines():
+        current = None
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py)?(?:::\w+)?)`", row):
+            path, _, name = ref.partition("::")
+            if path:
+                current = PROJECT_ROOT / path
+                if not current.exists():
+                    missing.append(ref)
+                    continue
+            if name and (current is None or f"def {name}(" not in current.read_text()):
+                missing.append(ref)
+    assert missing == []
