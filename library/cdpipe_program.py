@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cdpipe_atomic import differs, replace, write_candidate
 
@@ -89,9 +87,8 @@ def main() -> None:
     if differs(p["path"], data):
         actions += ["written", "updated"]
         if not module.check_mode:
-            candidate = write_candidate(p["path"], data)
-            os.chmod(candidate, 0o600)
-            replace(candidate, p["path"])
+            # mkstemp's 0600 stays through the rename: the environment holds secrets.
+            replace(write_candidate(p["path"], data), p["path"])
             supervisorctl(module, "update", name)
     elif p["restart"]:
         actions.append("restarted")
