@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import requests
+import yaml
+
+from cdpipe import PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class Sample:
     status: int  # 0: the request failed (connection error, timeout)
     role: str | None
     instance: str | None
+    error: str = ""  # what went wrong: the exception, or the start of a non-200 body
 
 
 @dataclass
@@ -68,9 +73,41 @@ def timed_get(session: requests.Session, url: str) -> Sample:
         resp = session.get(url, timeout=5)
         body = resp.json() if resp.status_code == 200 else {}
         return Sample(started, time.monotonic(), resp.status_code, body.get("role"),
-                      body.get("instance"))
-    except (requests.RequestException, ValueError):
-        return Sample(started, time.monotonic(), 0, None, None)
+                      body.get("instance"), "" if resp.ok else resp.text[:200])
+    except (requests.RequestException, ValueError) as exc:
+        return Sample(started, time.monotonic(), 0, None, None, repr(exc)[:300])
+
+
+def failed(load: Load) -> str:
+    """What failed, for an assertion's message: how many, by status (0: no answer),
+    when (seconds from the first request) and what went wrong."""
+    bad = load.failures()
+    by_status = Counter(s.status for s in bad)
+    t0 = min((s.started for s in load.samples), default=0.0)
+    return (f"{len(bad)} of {len(load.samples)} requests failed, by status "
+            f"{dict(sorted(by_status.items()))}; (started, took) in s: "
+            f"{[(round(s.started - t0, 2), round(s.finished - s.started, 2)) for s in bad]}; "
+            f"errors: {[s.error for s in bad[:5]]}")
+
+
+_APP = yaml.safe_load((PROJECT_ROOT / "roles" / "app" / "defaults" / "main.yml")
+                     .read_text(encoding="utf-8"))
+# Requests one app instance serves at once (gunicorn's workers times their threads).
+APP_CONCURRENCY = int(_APP["app_workers"]) * int(_APP["app_threads"])
+CUT_OFF = "IncompleteRead"  # requests' words for a response whose body stopped short
+
+
+def split_failures(load: Load, dead_at: float) -> tuple[list[Sample], list[Sample]]:
+    """A server's kill, in the failures of a load: (cut off, the rest). Cut off are the
+    requests sent before ``dead_at`` (the killed processes were gone) whose response had
+    begun when it died: its headers had passed the proxy, so neither HAProxy nor any
+    streaming proxy can send the request again; at most one per request in flight on
+    the killed server. Every other failure is one the proxy should have prevented."""
+    cut, rest = [], []
+    for sample in load.failures():
+        was_in_flight = sample.started < dead_at and CUT_OFF in sample.error
+        (cut if was_in_flight else rest).append(sample)
+    return cut, rest
 
 
 def share(samples: list[Sample], role: str) -> float:

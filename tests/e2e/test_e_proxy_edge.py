@@ -6,15 +6,12 @@ cut off, and a request to a server that just died is answered by another one.
 
 from __future__ import annotations
 
-import contextlib
 import select
-import signal
 import socket
 import stat
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 import redis
 import requests
@@ -22,7 +19,7 @@ import requests
 from cdpipe import runtime_dir
 from cdpipe_host.edge import USER_COOKIE, verified_user_id
 from tests.e2e.conftest import LocalEnv, make_env
-from tests.e2e.load import Load, count_requests
+from tests.e2e.load import APP_CONCURRENCY, Load, count_requests, failed, split_failures
 from tests.e2e.observe import (
     reset_runtime,
     user_cookie,
@@ -32,7 +29,7 @@ from tests.e2e.observe import (
     wait_synced,
     wait_weights,
 )
-from tests.support import wait_until
+from tests.support import kill_tree, wait_until
 
 SUN_PATH_MAX = 108  # bytes of sockaddr_un.sun_path, its NUL included
 SERVER_COOKIE = "CDPIPE_SERVER"  # proxy_cookie_name
@@ -197,20 +194,13 @@ def test_a_client_sending_headers_slowly_is_cut_off(edge: LocalEnv) -> None:
     assert received.startswith(b"HTTP/1.1 408"), received[:80]
 
 
-def kill_tree(pid: int) -> None:
-    """kill -9 of a process and its children at once: the server dies mid-request."""
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
-
-
 def test_requests_to_a_killed_server_are_answered_by_another(edge: LocalEnv) -> None:
     pid = int(edge.supervisorctl("prod-1", "pid", "app"))
     with Load(edge.proxy_url + "/", threads=6, max_seconds=90) as load:
         wait_until(lambda: len(load.since(0)) >= 200, 30, "200 answers through the proxy")
         killed = time.monotonic()
         kill_tree(pid)
+        dead = time.monotonic()
 
         def back() -> bool:
             new = edge.supervisorctl("prod-1", "pid", "app")
@@ -222,5 +212,7 @@ def test_requests_to_a_killed_server_are_answered_by_another(edge: LocalEnv) -> 
                    "200 answers after prod-1 came back")
     during = [s for s in load.since(killed) if s.started < again]
     assert during, "no request was made while prod-1 was down"
-    assert load.failures() == []
+    cut_off, others = split_failures(load, dead)
+    assert others == [], failed(load)
+    assert len(cut_off) <= APP_CONCURRENCY, failed(load)
     assert {s.role for s in count_requests(edge.proxy_url + "/", 60)} == {"prod", "canary"}

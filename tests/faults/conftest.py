@@ -21,16 +21,15 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
-import requests
 
 from tests.e2e.conftest import LocalEnv, make_env
-from tests.e2e.load import Load, Sample
+from tests.e2e.load import Load
 from tests.e2e.observe import reset_runtime, status, wait_weights
 from tests.support import maildir_subjects, wait_until
 
@@ -115,19 +114,6 @@ def running(env: LocalEnv, instance: str, program: str) -> bool:
     return "RUNNING" in env.supervisorctl(instance, "status", program)
 
 
-def kill_tree(root_pid: int) -> None:
-    """kill -9 of a process and all its children at once (a gunicorn: master and
-    workers), as the OOM killer or a crash would end them."""
-    proc = psutil.Process(root_pid)
-    procs = [*proc.children(recursive=True), proc]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGKILL)
-    # Gone (reaped by supervisor) before the case goes on: what it does next happens
-    # while the process is dead.
-    psutil.wait_procs(procs, timeout=10)
-
-
 def maildir(env: LocalEnv) -> Path:
     return env.home / "instances" / "proxy-1" / "monitor" / "Maildir"
 
@@ -150,36 +136,9 @@ def outbox(env: LocalEnv) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(m) for m in admin_redis(env).lrange("monitor:outbox", 0, -1)]
 
 
-@dataclass
-class FaultLoad(Load):
-    """tests/e2e/load.py's Load, keeping what went wrong with each failed request."""
-
-    errors: list[str] = field(default_factory=list)
-
-    def _run(self, deadline: float) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                session.cookies.clear()  # a new user each time
-                started = time.monotonic()
-                try:
-                    resp = session.get(self.url, timeout=5)
-                    body = resp.json() if resp.status_code == 200 else {}
-                    sample = Sample(started, time.monotonic(), resp.status_code,
-                                    body.get("role"), body.get("instance"))
-                    error = "" if resp.status_code == 200 else resp.text[:200]
-                except (requests.RequestException, ValueError) as exc:
-                    sample, error = Sample(started, time.monotonic(), 0, None, None), repr(exc)
-                with self._lock:
-                    self.samples.append(sample)
-                    if error:
-                        self.errors.append(error[:300])
-                if self.pause:
-                    self._stop.wait(self.pause)
-
-
-def steady_load(env: LocalEnv, path: str = "/") -> FaultLoad:
+def steady_load(env: LocalEnv, path: str = "/") -> Load:
     """Two clients, one request every 50 ms each, as new users, for at most 3 minutes."""
-    return FaultLoad(env.proxy_url + path, threads=2, max_seconds=180, pause=0.05)
+    return Load(env.proxy_url + path, threads=2, max_seconds=180, pause=0.05)
 
 
 def in_rotation(env: LocalEnv, timeout: float = 60) -> None:
@@ -287,17 +246,6 @@ def outcome(case: str, load: Load, fault_over: float, converged: float) -> Outco
     bad = load.failures()
     return Outcome(case, len(load.samples), len(bad), round(converged - fault_over, 2),
                    {str(k): v for k, v in sorted(Counter(s.status for s in bad).items())})
-
-
-def failed(load: FaultLoad) -> str:
-    """What failed, for an assertion's message: how many, by status (0: no answer)."""
-    bad = load.failures()
-    by_status = Counter(s.status for s in bad)
-    t0 = min((s.started for s in load.samples), default=0.0)
-    return (f"{len(bad)} of {len(load.samples)} requests failed, by status "
-            f"{dict(sorted(by_status.items()))}; (started, took) in s: "
-            f"{[(round(s.started - t0, 2), round(s.finished - s.started, 2)) for s in bad]}; "
-            f"errors: {load.errors[:5]}")
 
 
 def requests_after(load: Load, since: float, count: int = 20, timeout: float = 30) -> None:

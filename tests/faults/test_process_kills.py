@@ -11,6 +11,7 @@ import redis
 
 from cdpipe_host.haproxy import HAProxyError
 from tests.e2e.conftest import LocalEnv
+from tests.e2e.load import APP_CONCURRENCY, failed, split_failures
 from tests.e2e.observe import (
     app_instances,
     haproxy,
@@ -25,9 +26,7 @@ from tests.faults.conftest import (
     Outcome,
     admin_redis,
     alerts,
-    failed,
     in_rotation,
-    kill_tree,
     mails_since_now,
     now,
     outcome,
@@ -37,14 +36,20 @@ from tests.faults.conftest import (
     running,
     steady_load,
 )
-from tests.support import wait_until
+from tests.support import kill_tree, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 # A request already sent to a worker that dies has no answer: without `retry-on
 # empty-response` HAProxy closed that client's connection without a response (seen: 1-2
 # requests in 4 of 9 prod kills, 1 of 7 canary kills). The proxy retries it on another
-# server now (roles/proxy: proxy_retry_on), so every request must succeed.
+# server now (roles/proxy: proxy_retry_on), and marks a server that refused a connection
+# down at once (proxy_observe_error_limit), so its restarted gunicorn gets no request
+# before its app has loaded and passed two checks (before: 4-5 requests waited out their
+# 5 s in its listen backlog, in 3 of 20 kills under CPU load). What no proxy can save is
+# a response cut off mid-body by the kill (its headers were already forwarded): seen in
+# 3 of 20 kills under CPU load, allowed only for requests in flight at the kill
+# (tests/e2e/load.py: split_failures).
 
 
 def answers_ping(r: redis.Redis) -> bool:
@@ -85,6 +90,7 @@ def kill_app(env: LocalEnv, instance: str, record: list[Outcome]) -> None:
         old = pid(env, instance, "app")
         injected = now()
         kill_tree(old)
+        dead = now()
         wait_until(lambda: restarted(env, instance, "app", old), 60,
                    f"{instance}'s gunicorn restarted by supervisor", interval=0.1)
         wait_answers([url], "/healthz", 200, timeout=60)
@@ -92,7 +98,9 @@ def kill_app(env: LocalEnv, instance: str, record: list[Outcome]) -> None:
         converged = now()
         requests_after(load, converged)
     record.append(outcome(f"kill -9 {instance} gunicorn", load, injected, converged))
-    assert load.failures() == [], failed(load)
+    cut_off, others = split_failures(load, dead)
+    assert others == [], failed(load)
+    assert len(cut_off) <= APP_CONCURRENCY, failed(load)
 
 
 def test_kill_prod_gunicorn(healthy: LocalEnv, record: list[Outcome]) -> None:

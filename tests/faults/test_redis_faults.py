@@ -13,13 +13,13 @@ import time
 import pytest
 
 from tests.e2e.conftest import LocalEnv
+from tests.e2e.load import failed
 from tests.e2e.observe import app_instances, wait_answers, wait_synced, wait_weights
 from tests.faults.conftest import (
     DEFAULT_WEIGHT,
     Outcome,
     admin_redis,
     alerts,
-    failed,
     in_rotation,
     mails_since_now,
     now,

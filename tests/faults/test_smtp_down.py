@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 
 from tests.e2e.conftest import LocalEnv
+from tests.e2e.load import failed
 from tests.faults.conftest import (
     Outcome,
     alerts,
-    failed,
     mails_since_now,
     now,
     outbox,

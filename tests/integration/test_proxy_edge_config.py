@@ -21,13 +21,15 @@ import requests
 import yaml
 
 from cdpipe import PROJECT_ROOT
+from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime
 from cdpipe_host.proxy.desired import Desired, Server
 from cdpipe_host.proxy.render import render
 from tests.support import free_port, wait_until
 
 ROLE = PROJECT_ROOT / "roles" / "proxy"
 # An HTTP server that takes 0.3 s per request (so requests are in flight when it dies)
-# and answers its name; /healthz at once.
+# and answers its name; /healthz at once. In mode "junk" it answers other paths with
+# half a status line and header, then closes (a server dying while it writes them).
 SLOW_SERVER = """
 import sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -35,6 +37,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path != "/healthz":
             time.sleep(0.3)
+            if sys.argv[3] == "junk":
+                self.wfile.write(b"HTTP/1.1 200 OK\\r\\nContent-Le")
+                self.close_connection = True
+                return
         body = sys.argv[1].encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -73,30 +79,47 @@ class Rig:
         self.root = root
         self.port = free_port()
         self.servers: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
         self.haproxy: subprocess.Popen[bytes] | None = None
 
-    def start_server(self, name: str, port: int) -> None:
+    def start_server(self, name: str, port: int, mode: str = "") -> None:
         self.servers[name] = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, name,
-                                               str(port)], stderr=subprocess.DEVNULL)
+                                               str(port), mode], stderr=subprocess.DEVNULL)
         wait_until(lambda: listening(port), 10, f"server {name} listening")
 
-    def start_haproxy(self, **overrides: str) -> None:
-        ports = {name: free_port() for name in ("a", "b")}
-        for name, port in ports.items():
-            self.start_server(name, port)
+    def start_haproxy(self, junk: str = "", **overrides: str) -> None:
+        """Servers a and b behind HAProxy, both up; ``junk`` names one that answers
+        junk."""
+        self.ports = {name: free_port() for name in ("a", "b")}
+        for name, port in self.ports.items():
+            self.start_server(name, port, "junk" if name == junk else "")
         cfg = self.root / "haproxy.cfg"
         cfg.write_text(haproxy_config(self.port, free_port(), str(self.root / "h.sock"),
-                                      {n: f"127.0.0.1:{p}" for n, p in ports.items()},
+                                      {n: f"127.0.0.1:{p}" for n, p in self.ports.items()},
                                       **overrides))
         self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: listening(self.port), 10, "HAProxy listening")
+        wait_until(lambda: self.up() == {"a", "b"}, 15, "both servers up in HAProxy")
 
         def both_answer() -> bool:  # new clients each time (no persistence cookie)
             seen = {requests.get(f"http://127.0.0.1:{self.port}/", timeout=5).text
                     for _ in range(4)}
             return seen == {"a", "b"}
-        wait_until(both_answer, 15, "HAProxy sending requests to both servers")
+        if not junk:
+            wait_until(both_answer, 15, "HAProxy sending requests to both servers")
+
+    def up(self) -> set[str]:
+        """The servers HAProxy holds up now (its runtime API)."""
+        try:
+            stats = HAProxyRuntime(str(self.root / "h.sock")).stats()
+        except HAProxyError:
+            return set()
+        return {name for name, row in stats.items() if row.status.startswith("UP")}
+
+    def get(self, timeout: float = 5) -> requests.Response:
+        """One GET through HAProxy as a new user."""
+        return requests.get(f"http://127.0.0.1:{self.port}/", timeout=timeout)
 
     def stop(self) -> None:
         for proc in [*self.servers.values(), self.haproxy]:
@@ -178,3 +201,32 @@ def test_a_slow_client_is_answered_408_and_cut_off(rig: Rig) -> None:
                 break
     assert received.startswith(b"HTTP/1.1 408"), received[:80]
     assert n < 99
+
+
+def test_half_a_response_head_is_retried_on_another_server(rig: Rig) -> None:
+    """Server a (up: its checks pass) answers requests with half a header and closes:
+    HAProxy sends each again to b (`retry-on empty-response` covers it: with
+    conn-failure alone the client gets 502), so the client sees none of it."""
+    rig.start_haproxy(junk="a")
+    answers = [rig.get() for _ in range(12)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "b")] * 12
+    assert rig.up() == {"a", "b"}  # a stayed in rotation: the requests did reach it
+
+
+def test_a_server_that_refused_a_connection_gets_nothing_until_its_checks_pass(
+        rig: Rig) -> None:
+    """a dies; the next requests find its port closed (retried on b). Then its restarted
+    process binds the port but has not loaded its app (a listen backlog nobody
+    accepts from). Marked down at the first refused connection, a gets none of the
+    requests that follow, where each would otherwise wait out the client's timeout."""
+    rig.start_haproxy()
+    rig.servers["a"].kill()
+    rig.servers["a"].wait(10)
+    assert [rig.get().text for _ in range(4)] == ["b"] * 4
+    with socket.socket() as loading:
+        loading.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        loading.bind(("127.0.0.1", rig.ports["a"]))
+        loading.listen(64)
+        answers = [rig.get(timeout=3) for _ in range(10)]
+        assert [(a.status_code, a.text) for a in answers] == [(200, "b")] * 10
+        assert "a" not in rig.up()
