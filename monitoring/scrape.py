@@ -6,14 +6,12 @@ One slow or dead endpoint costs at most the timeout and never delays the others.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
-LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 WANTED = ("instance_", "app_requests_total", "app_request_duration_seconds_bucket")
 
 
@@ -31,21 +29,16 @@ class Sample:
 
 
 def parse(text: str, sample: Sample) -> None:
-    for line in text.splitlines():
-        if not line.startswith(WANTED):
-            continue
-        m = LINE.match(line)
-        if not m:
-            continue
-        name, labels, raw = m.group(1), m.group(2), m.group(3)
-        try:
-            value = float(raw)
-        except ValueError:
-            continue
-        if labels:
-            sample.series.append((name, dict(LABEL.findall(labels)), value))
-        else:
-            sample.gauges[name] = value
+    """The wanted series of a Prometheus text exposition (prometheus_client's parser:
+    label values may hold any character). Raises ValueError on text it cannot read."""
+    for family in text_string_to_metric_families(text):
+        for point in family.samples:
+            if not point.name.startswith(WANTED):
+                continue
+            if point.labels:
+                sample.series.append((point.name, dict(point.labels), float(point.value)))
+            else:
+                sample.gauges[point.name] = float(point.value)
 
 
 async def _one(session: aiohttp.ClientSession, target_id: str, role: str, url: str,
@@ -59,6 +52,8 @@ async def _one(session: aiohttp.ClientSession, target_id: str, role: str, url: s
             else:
                 parse(await resp.text(), sample)
                 sample.ok = True
+    except ValueError as exc:
+        sample.error = f"unreadable metrics: {exc}"
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         sample.error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     sample.seconds = time.monotonic() - started

@@ -74,6 +74,22 @@ def test_parse_reads_gauges_and_labelled_series() -> None:
     assert len(sample.series) == 2
 
 
+def test_parse_keeps_a_series_whose_label_value_holds_a_brace() -> None:
+    """A route label with `}` in it (a client can ask for any path): the line is read,
+    not dropped, and the other series stay readable."""
+    sample = Sample("prod-1", "prod", ok=True)
+    parse('app_requests_total{route="/a}b",status="404"} 2\n'
+          'app_requests_total{route="/",status="200"} 9\n', sample)
+    assert sample.series == [
+        ("app_requests_total", {"route": "/a}b", "status": "404"}, 2.0),
+        ("app_requests_total", {"route": "/", "status": "200"}, 9.0)]
+
+
+def test_parse_refuses_text_that_is_not_an_exposition() -> None:
+    with pytest.raises(ValueError):
+        parse('app_requests_total{route="/" 3\n', Sample("prod-1", "prod", ok=True))
+
+
 def traffic(target: str, role: str, total: float, errors: float, slow: float = 0) -> Sample:
     s = Sample(target, role, ok=True)
     s.series = [
