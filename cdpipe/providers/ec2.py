@@ -43,6 +43,7 @@ from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
 from cdpipe.providers import iam_policy
+from cdpipe.providers.aws_backoff import retry_with_backoff
 from cdpipe.providers.aws_errors import aws_error, error_code
 from cdpipe.providers.base import Provider
 from cdpipe.providers.scaler_profile import ScalerProfile
@@ -60,9 +61,8 @@ COMMIT_TAG = "Commit"  # the commit an app instance runs; inventory/aws_ec2.yml 
 OPTION_TAG_PREFIX = "cdpipe:option:"
 TAG_VALUE_LIMIT = 256
 # Deleting a security group right after its instances terminated: AWS answers
-# DependencyViolation until their network interfaces are gone; retried with backoff.
-FIRST_RETRY_DELAY = 2.0
-MAX_RETRY_DELAY = 15.0
+# DependencyViolation until their network interfaces are gone; retried with backoff
+# (aws_backoff).
 SSH_PROBE_SECONDS = 3.0  # one connection attempt while waiting for SSH
 SSH_NOTE_EVERY = 30.0    # a progress line this often while waiting
 
@@ -641,28 +641,22 @@ class Ec2Provider(Provider):
         """Deletes a group, retrying while AWS still counts the network interfaces of
         just-terminated instances (DependencyViolation), for CDPIPE_AWS_DELETE_WAIT_SECONDS."""
         limit = self.settings.aws_delete_wait_seconds
-        deadline = time.monotonic() + limit
-        delay = FIRST_RETRY_DELAY
-        while True:
+
+        def delete() -> None:
             try:
                 self.ec2.delete_security_group(GroupId=group_id)
-                return
             except botocore.exceptions.ClientError as exc:
-                code = error_code(exc)
-                if code == "InvalidGroup.NotFound":
-                    return  # gone already
-                if code != "DependencyViolation":
+                if error_code(exc) != "InvalidGroup.NotFound":  # else: gone already
                     raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CdpipeError(
-                        f"security group {name} ({group_id}) is still in use after "
-                        f"{limit:.0f} s (DependencyViolation); run `cdpipe down` again in "
-                        "a few minutes") from None
-                wait = min(delay, remaining)
-                self.show(f"{name} ({group_id}) is still in use; retrying in {wait:.0f} s")
-                time.sleep(wait)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+
+        retry_with_backoff(
+            delete, transient=lambda exc: error_code(exc) == "DependencyViolation",
+            limit=limit,
+            waiting=lambda wait: self.show(
+                f"{name} ({group_id}) is still in use; retrying in {wait:.0f} s"),
+            gave_up=lambda: CdpipeError(
+                f"security group {name} ({group_id}) is still in use after {limit:.0f} s "
+                "(DependencyViolation); run `cdpipe down` again in a few minutes"))
 
     # -- Ansible ----------------------------------------------------------------------
     def check_deployable(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +20,12 @@ import botocore.exceptions
 
 from cdpipe.errors import CdpipeError
 from cdpipe.providers import iam_policy
+from cdpipe.providers.aws_backoff import retry_with_backoff
 from cdpipe.providers.aws_errors import DENIED, error_code, iam_error
 
 # RunInstances may call a just-made instance profile invalid while IAM's change reaches
-# EC2: retried with backoff, from FIRST_RETRY_DELAY up to MAX_RETRY_DELAY, this long.
+# EC2: retried with backoff (aws_backoff), this long.
 PROFILE_WAIT_SECONDS = 120.0
-FIRST_RETRY_DELAY = 2.0
-MAX_RETRY_DELAY = 15.0
 
 
 class ScalerProfile:
@@ -98,31 +96,25 @@ class ScalerProfile:
     def retry(self, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff while EC2 does not see the new profile yet."""
         profile = self.name
-        deadline = time.monotonic() + PROFILE_WAIT_SECONDS
-        delay = FIRST_RETRY_DELAY
-        while True:
-            try:
-                return call()
-            except botocore.exceptions.ClientError as exc:
-                message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-                if error_code(exc) in DENIED:
-                    raise CdpipeError(
-                        f"AWS refused {exc.operation_name} with instance profile {profile} "
-                        f"({error_code(exc)}): the user running cdpipe needs "
-                        f"ec2:{exc.operation_name} and iam:PassRole on role {profile}") from None
-                if (error_code(exc) != "InvalidParameterValue"
-                        or "instanceprofile" not in message.replace(" ", "")):
-                    raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CdpipeError(
-                        f"EC2 still calls instance profile {profile} invalid after "
-                        f"{PROFILE_WAIT_SECONDS:.0f} s; run `cdpipe provision` again") from None
-                wait = min(delay, remaining)
-                self.show(f"instance profile {profile} is not visible to EC2 yet (IAM is "
-                          f"eventually consistent); retrying in {wait:.0f} s")
-                time.sleep(wait)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+
+        def not_visible_yet(exc: botocore.exceptions.ClientError) -> bool:
+            if error_code(exc) in DENIED:
+                raise CdpipeError(
+                    f"AWS refused {exc.operation_name} with instance profile {profile} "
+                    f"({error_code(exc)}): the user running cdpipe needs "
+                    f"ec2:{exc.operation_name} and iam:PassRole on role {profile}") from None
+            message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+            return (error_code(exc) == "InvalidParameterValue"
+                    and "instanceprofile" in message.replace(" ", ""))
+
+        return retry_with_backoff(
+            call, transient=not_visible_yet, limit=PROFILE_WAIT_SECONDS,
+            waiting=lambda wait: self.show(
+                f"instance profile {profile} is not visible to EC2 yet (IAM is "
+                f"eventually consistent); retrying in {wait:.0f} s"),
+            gave_up=lambda: CdpipeError(
+                f"EC2 still calls instance profile {profile} invalid after "
+                f"{PROFILE_WAIT_SECONDS:.0f} s; run `cdpipe provision` again"))
 
     def remove(self) -> list[str]:
         """Deletes the profile, the role's policy and the role (only when the role

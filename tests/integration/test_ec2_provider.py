@@ -23,6 +23,7 @@ from cdpipe import state as state_mod
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance
+from cdpipe.providers import aws_backoff
 from cdpipe.providers import ec2 as ec2_module
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.state import State
@@ -233,7 +234,7 @@ class DependencyViolations:
 @pytest.fixture
 def provisioned(moto: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Ec2Provider, State,
                                                                      list[str]]:
-    monkeypatch.setattr(ec2_module, "FIRST_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(aws_backoff, "FIRST_RETRY_DELAY", 0.05)
     provider = Ec2Provider(Settings())
     lines: list[str] = []
     provider.show = lines.append
