@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdpipe.controls import format_redis_url
 from cdpipe.redis_users import password_name
-from cdpipe.runtime_control import format_redis_url
 from devkit import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")

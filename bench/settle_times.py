@@ -29,7 +29,7 @@ from app.flags import FlagCache
 from bench.monitoring_bench import serve_endpoints
 from bench.runtime_control import _percentile, _redis
 from bench.scratch_env import CDPIPE, BenchEnv
-from cdpipe import runtime_dir
+from cdpipe import socket_dir
 from cdpipe.redis_users import ADMIN, APP, DEPLOYER, MONITOR
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_ALERTS, flag_key, servers_key
@@ -115,7 +115,7 @@ def flag_everywhere(env: BenchEnv, rounds: int = 40) -> list[float]:
 # -- HAProxy --------------------------------------------------------------------------
 def _backend(env: BenchEnv) -> Callable[[], dict[str, ServerState]]:
     """HAProxy's app servers from its runtime API; {} while it does not answer."""
-    runtime = HAProxyRuntime(str(runtime_dir.default_for(env.home) / "proxy-1" /
+    runtime = HAProxyRuntime(str(socket_dir.default_for(env.home) / "proxy-1" /
                                  "haproxy.sock"))
 
     def servers() -> dict[str, ServerState]:

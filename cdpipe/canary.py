@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdpipe import runtime_control, status
+from cdpipe import controls, status
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES
@@ -14,10 +14,10 @@ from cdpipe.model import APP_ROLES
 def report(env: Environment) -> dict[str, Any]:
     """Weight, alert, and per app server: version, health, HAProxy status, requests and
     5xx responses."""
-    weight, alert = runtime_control.canary_settings(
-        runtime_control.client(env.settings, env.state))
+    weight, alert = controls.canary_settings(
+        controls.client(env.settings, env.state))
     instances = status.collect(env.settings, env.state)["instances"]
-    stats = runtime_control.backend_stats(env.settings, env.state)
+    stats = controls.backend_stats(env.settings, env.state)
     servers = []
     for inst in instances:
         if inst["role"] not in APP_ROLES:
@@ -32,7 +32,7 @@ def report(env: Environment) -> dict[str, Any]:
 
 def promote(env: Environment) -> None:
     """Deploys the canary's commit to every prod server, one at a time, each drained."""
-    _, alert = runtime_control.canary_settings(runtime_control.client(env.settings, env.state))
+    _, alert = controls.canary_settings(controls.client(env.settings, env.state))
     if alert:
         raise CdpipeError("the canary alert is on: its release failed judgement; "
                           "fix it or run `cdpipe canary rollback`")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdpipe import canary, config, gitref, redis_users, runtime_control, status
+from cdpipe import canary, config, controls, gitref, redis_users, status
 from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
@@ -212,25 +212,25 @@ app.add_typer(flag_app, name="flag")
 app.add_typer(canary_app, name="canary")
 
 
-def _redis() -> runtime_control.redis.Redis:
+def _redis() -> controls.redis.Redis:
     """The operator's client of the environment's Redis (aws: found from the tags)."""
     env = _env(None, show=_note)
-    return runtime_control.client(env.settings, env.state)
+    return controls.client(env.settings, env.state)
 
 
 @flag_app.command("set")
 def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%")]) -> None:
     """Set a flag: on, off or N% of users."""
-    runtime_control.check_flag(name, value)  # before Redis: the input's error first
-    stored = runtime_control.set_flag(_redis(), name, value)
+    controls.check_flag(name, value)  # before Redis: the input's error first
+    stored = controls.set_flag(_redis(), name, value)
     console.print(f"{flag_key(name)} = {stored}", markup=False)
 
 
 @flag_app.command("delete")
 def flag_delete(name: str) -> None:
     """Delete a flag (it then reads as off)."""
-    runtime_control.check_flag_name(name)  # before Redis: the input's error first
-    existed = runtime_control.delete_flag(_redis(), name)
+    controls.check_flag_name(name)  # before Redis: the input's error first
+    existed = controls.delete_flag(_redis(), name)
     console.print(f"{flag_key(name)} deleted (reads as off)" if existed
                   else f"{flag_key(name)} was not set", markup=False)
 
@@ -238,7 +238,7 @@ def flag_delete(name: str) -> None:
 @flag_app.command("list")
 def flag_list() -> None:
     """List every flag and its value."""
-    flags = runtime_control.list_flags(_redis())
+    flags = controls.list_flags(_redis())
     if not flags:
         console.print("no flags set (every flag is off)")
     for name, value in flags.items():
@@ -265,14 +265,14 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @canary_app.command("alert")
 def canary_alert() -> None:
     """Raise the canary alert: the canary gets no new request, at once."""
-    runtime_control.set_alert(_redis(), True)
+    controls.set_alert(_redis(), True)
     console.print(f"{CANARY_ALERT} = on (the canary receives no traffic)", markup=False)
 
 
 @canary_app.command("clear")
 def canary_clear() -> None:
     """Clear the canary alert: the canary gets its share again."""
-    runtime_control.set_alert(_redis(), False)
+    controls.set_alert(_redis(), False)
     console.print(f"{CANARY_ALERT} = off", markup=False)
 
 
@@ -280,8 +280,8 @@ def canary_clear() -> None:
 def canary_weight(value: Annotated[str, typer.Argument(
         metavar="N", help="the canary's share of requests, an integer 0-100")]) -> None:
     """Set the canary's share of traffic in percent (canary:weight)."""
-    weight = runtime_control.check_weight(value)  # before Redis: the input's error first
-    runtime_control.set_weight(_redis(), str(weight))
+    weight = controls.check_weight(value)  # before Redis: the input's error first
+    controls.set_weight(_redis(), str(weight))
     console.print(f"{CANARY_WEIGHT} = {weight}", markup=False)
 
 

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cdpipe import PROJECT_ROOT
-from cdpipe import runtime_dir as rundir
+from cdpipe import PROJECT_ROOT, socket_dir
 from cdpipe.errors import CdpipeError
 from cdpipe_host.names import shown
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
@@ -150,8 +149,8 @@ class Settings(BaseSettings):
 
     @property
     def run_dir(self) -> Path:
-        """Where the local sandboxes' UNIX sockets live (``cdpipe.runtime_dir``)."""
-        return self.runtime_dir or rundir.default_for(self.home)
+        """Where the local sandboxes' UNIX sockets live (``cdpipe.socket_dir``)."""
+        return self.runtime_dir or socket_dir.default_for(self.home)
 
 
 def check_environment_id(value: str, source: str) -> str:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from cdpipe import (
     PROJECT_ROOT,
+    controls,
     env_lock,
     gitref,
     inventory,
     providers,
     redis_users,
-    runtime_control,
     secret_files,
 )
 from cdpipe import state as state_mod
@@ -161,13 +161,13 @@ class Environment:
             yield
             return
         where = f"{servers[0].host}:{servers[0].ports['redis']}"
-        r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
+        r = controls.client(self.settings, self.state, user=redis_users.DEPLOYER)
         with ExitStack() as stack:
             try:
                 self.env_lock = stack.enter_context(env_lock.held(r, command, self.show))
-            except runtime_control.redis.RedisError as exc:
-                refused = (runtime_control.redis.AuthenticationError,
-                           runtime_control.redis.exceptions.NoPermissionError)
+            except controls.redis.RedisError as exc:
+                refused = (controls.redis.AuthenticationError,
+                           controls.redis.exceptions.NoPermissionError)
                 problem = (f"Redis at {where} refused the {redis_users.DEPLOYER} user "
                            f"({exc}); `cdpipe up` installs its password and rules"
                            if isinstance(exc, refused) else
@@ -293,9 +293,9 @@ class Environment:
             self.show(f"{not_recorded}: the environment has no Redis instance")
             return
         try:
-            r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
+            r = controls.client(self.settings, self.state, user=redis_users.DEPLOYER)
             history.record(r, DEPLOY_HISTORY, entry)
-        except (CdpipeError, runtime_control.redis.RedisError) as exc:
+        except (CdpipeError, controls.redis.RedisError) as exc:
             self.show(f"{not_recorded}: {one_line(str(exc), 300)}")
 
     def _record_deployed(self) -> None:
@@ -374,7 +374,7 @@ class Environment:
             self._unregister(victim.id)
             self.show(f"draining {victim.id}")
             deadline = time.monotonic() + wait_seconds
-            while victim.id in runtime_control.backend_stats(self.settings, self.state):
+            while victim.id in controls.backend_stats(self.settings, self.state):
                 if time.monotonic() > deadline:
                     raise CdpipeError(f"{victim.id} still has connections after "
                                       f"{wait_seconds:.0f}s; it stays out of rotation")
@@ -385,12 +385,12 @@ class Environment:
 
     def _unregister(self, instance_id: str) -> None:
         # The server lists are the deployer user's (the operator may not write them).
-        r = runtime_control.client(self.settings, self.state, user=redis_users.DEPLOYER)
+        r = controls.client(self.settings, self.state, user=redis_users.DEPLOYER)
         try:
             discovery.deregister(r, "prod", instance_id)
         except discovery.DrainRefused as exc:
             raise CdpipeError(str(exc)) from None
-        except runtime_control.redis.RedisError as exc:
+        except controls.redis.RedisError as exc:
             raise CdpipeError(f"cannot update {servers_key('prod')}: {exc}") from None
 
     def _playbook(self, playbook: str, extra: Mapping[str, str | bool],

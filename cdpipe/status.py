@@ -16,10 +16,10 @@ import redis
 import requests
 
 from cdpipe.config import Settings
+from cdpipe.controls import read_canary, read_flags, redis_password, redis_url
 from cdpipe.env_lock import holder
 from cdpipe.model import Instance
 from cdpipe.redis_users import OPERATOR, password_name
-from cdpipe.runtime_control import read_canary, read_flags, redis_password, redis_url
 from cdpipe.state import State
 from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT

@@ -11,7 +11,7 @@ Keys an operator drives (plain strings, so ``redis-cli SET`` works):
 ``monitor:scale:last`` (time of the last scale action), ``monitor:scale:failing`` (hash
 direction -> JSON of a failing streak of scale actions, so a restarted monitor does not
 mail it again). What the monitor records for the dashboard to read (``cdpipe
-.runtime_records``): ``monitor:samples`` (hash instance id -> JSON of its last polls),
+.records``): ``monitor:samples`` (hash instance id -> JSON of its last polls),
 ``monitor:canary:verdict`` (JSON of the canary judge's latest verdict),
 ``monitor:alerts:history`` and ``monitor:scale:events`` (lists of JSON, newest first).
 The control plane's: ``lock:environment`` (the environment lock's owner while a deploy,

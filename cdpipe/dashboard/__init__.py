@@ -1,5 +1,5 @@
 """``cdpipe dashboard``: one page that shows production live and steers flags and the
-canary through the same functions as the CLI (``cdpipe.runtime_control``,
+canary through the same functions as the CLI (``cdpipe.controls``,
 ``cdpipe canary promote|rollback``).
 
 - ``server``: the aiohttp application (page, JSON, Server-Sent Events, actions);

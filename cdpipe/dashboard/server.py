@@ -4,7 +4,7 @@ operator's login and the actions.
 
 Reads need no login; every action needs the operator's session cookie and the session's
 CSRF token in the ``X-CSRF-Token`` header, and a same-origin request. Actions call the
-CLI's functions (``cdpipe.runtime_control``) or run the CLI itself (promote, rollback):
+CLI's functions (``cdpipe.controls``) or run the CLI itself (promote, rollback):
 there is no second way to change production. No secret reaches the browser: the page
 gets instance ids, roles, addresses, commits, flags and the monitor's records."""
 
@@ -28,7 +28,7 @@ import aiohttp
 import redis
 from aiohttp import web
 
-from cdpipe import runtime_control, secret_files
+from cdpipe import controls, secret_files
 from cdpipe.dashboard import view
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
 from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
@@ -75,12 +75,12 @@ class Source:
 
     def redis_url(self) -> str | None:
         with self.lock:
-            return runtime_control.redis_url(self.env.settings, self.env.state, OPERATOR)
+            return controls.redis_url(self.env.settings, self.env.state, OPERATOR)
 
     def client(self) -> redis.Redis:
-        url = runtime_control.redis_url(self.env.settings, self.env.state, OPERATOR)
+        url = controls.redis_url(self.env.settings, self.env.state, OPERATOR)
         if self._client is None or url != self._url:
-            self._client = runtime_control.client(self.env.settings, self.env.state)
+            self._client = controls.client(self.env.settings, self.env.state)
             self._url = url
         return self._client
 
@@ -300,29 +300,29 @@ class Dashboard:
 
     async def set_flag(self, body: dict[str, Any]) -> str:
         name, value = str(body.get("name", "")), str(body.get("value", ""))
-        _checked(lambda: runtime_control.check_flag(name, value))
-        stored = await self._redis_write(lambda r: runtime_control.set_flag(r, name, value))
+        _checked(lambda: controls.check_flag(name, value))
+        stored = await self._redis_write(lambda r: controls.set_flag(r, name, value))
         return f"flag:{name} = {stored}"
 
     async def delete_flag(self, body: dict[str, Any]) -> str:
         name = str(body.get("name", ""))
-        _checked(lambda: runtime_control.check_flag(name, "off"))
+        _checked(lambda: controls.check_flag(name, "off"))
         existed = await asyncio.to_thread(
-            lambda: runtime_control.delete_flag(self.source.client(), name))
+            lambda: controls.delete_flag(self.source.client(), name))
         return f"flag:{name} deleted (reads as off)" if existed else f"flag:{name} was not set"
 
     async def set_weight(self, body: dict[str, Any]) -> str:
         raw = str(body.get("weight", ""))
-        _checked(lambda: runtime_control.check_weight(raw))
+        _checked(lambda: controls.check_weight(raw))
         weight = await asyncio.to_thread(
-            lambda: runtime_control.set_weight(self.source.client(), raw))
+            lambda: controls.set_weight(self.source.client(), raw))
         return f"canary:weight = {weight}"
 
     async def set_alert(self, body: dict[str, Any]) -> str:
         on = body.get("on")
         if not isinstance(on, bool):
             raise BadInput('the kill switch takes {"on": true} or {"on": false}')
-        await asyncio.to_thread(lambda: runtime_control.set_alert(self.source.client(), on))
+        await asyncio.to_thread(lambda: controls.set_alert(self.source.client(), on))
         return ("canary:alert = on (the canary receives no traffic)" if on
                 else "canary:alert = off")
 

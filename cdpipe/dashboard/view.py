@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from cdpipe import runtime_control, runtime_records
+from cdpipe import controls, records
 from cdpipe.state import State
 from cdpipe.status import lock_report
 from cdpipe_host.keys import (
@@ -67,7 +67,7 @@ def instances(r: redis.Redis, state: State) -> list[dict[str, Any]]:
     """Every instance of the state with its commit (the one deployed to its role), the
     monitor's recent CPU and memory samples and its health as the monitor's last poll
     saw it (None before the monitor polled it)."""
-    samples = runtime_records.read_samples(r)
+    samples = records.read_samples(r)
     rows = []
     for inst in state.instances:
         sample = samples.get(inst.id, {})
@@ -86,18 +86,18 @@ def instances(r: redis.Redis, state: State) -> list[dict[str, Any]]:
 
 
 def flags(r: redis.Redis) -> dict[str, str]:
-    return runtime_control.read_flags(r)
+    return controls.read_flags(r)
 
 
 def canary(r: redis.Redis, state: State) -> dict[str, Any]:
-    weight, alert = runtime_control.read_canary(r)
-    return {"weight": weight, "alert": alert, "verdict": runtime_records.read_verdict(r),
+    weight, alert = controls.read_canary(r)
+    return {"weight": weight, "alert": alert, "verdict": records.read_verdict(r),
             "commit": state.deployed.get("canary"), "prod_commit": state.deployed.get("prod")}
 
 
 def alerts(r: redis.Redis) -> dict[str, Any]:
-    return {"active": runtime_records.read_alerts(r),
-            "history": runtime_records.read_alert_history(r, HISTORY)}
+    return {"active": records.read_alerts(r),
+            "history": records.read_alert_history(r, HISTORY)}
 
 
 def read(r: redis.Redis, state: State, wanted: Iterable[str]) -> dict[str, Any]:
@@ -107,8 +107,8 @@ def read(r: redis.Redis, state: State, wanted: Iterable[str]) -> dict[str, Any]:
         "flags": lambda: flags(r),
         "canary": lambda: canary(r, state),
         "alerts": lambda: alerts(r),
-        "scale": lambda: runtime_records.read_scale_events(r, HISTORY),
-        "deploys": lambda: runtime_records.read_deploys(r, HISTORY),
+        "scale": lambda: records.read_scale_events(r, HISTORY),
+        "deploys": lambda: records.read_deploys(r, HISTORY),
         "lock": lambda: lock_report(r),
     }
     return {name: readers[name]() for name in wanted if name in readers}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from cdpipe.controls import format_redis_url
 from cdpipe.redis_users import ADMIN, password_name
-from cdpipe.runtime_control import format_redis_url
 from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import redis
 import requests
 
-from cdpipe import runtime_dir
+from cdpipe import socket_dir
 from cdpipe_host.edge import USER_COOKIE, sign_user_id
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime, ServerState
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, FLAGS_PATTERN, servers_key
@@ -44,7 +44,7 @@ def versions(env: LocalEnv) -> dict[str, str]:
 
 # -- HAProxy --------------------------------------------------------------------------
 def haproxy(env: LocalEnv) -> HAProxyRuntime:
-    return HAProxyRuntime(str(runtime_dir.default_for(env.home) / "proxy-1" / "haproxy.sock"))
+    return HAProxyRuntime(str(socket_dir.default_for(env.home) / "proxy-1" / "haproxy.sock"))
 
 
 def backend(env: LocalEnv) -> dict[str, ServerState] | None:

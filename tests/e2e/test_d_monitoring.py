@@ -264,27 +264,27 @@ def test_failing_canary_is_taken_out_automatically(quiet_mon: LocalEnv) -> None:
 
 def test_the_records_a_dashboard_reads(mon: LocalEnv) -> None:
     """After the cases above, as the operator (the dashboard's user) through
-    cdpipe.runtime_records: every polled instance's samples, the alerts' history, the
+    cdpipe.records: every polled instance's samples, the alerts' history, the
     scale events, the deploys (up, the flaky canary, a scaled-out instance's configure)
     and the canary's latest verdict, all written by the real programs."""
-    from cdpipe import runtime_records
+    from cdpipe import records
 
     operator = mon.redis("operator")
     wait_for(lambda: {"prod-1", "canary-1", "proxy-1", "redis-1"}
-             <= set(runtime_records.read_samples(operator)), 10, "samples of every instance")
-    prod = runtime_records.read_samples(operator)["prod-1"]
+             <= set(records.read_samples(operator)), 10, "samples of every instance")
+    prod = records.read_samples(operator)["prod-1"]
     assert prod["ok"] and len(prod["t"]) == len(prod["cpu"]) == len(prod["mem"]) >= 10
     assert all(isinstance(v, float) for v in prod["cpu"][-3:])
-    history = runtime_records.read_alert_history(operator, count=100)
+    history = records.read_alert_history(operator, count=100)
     assert {"firing", "resolved"} <= {e["event"] for e in history
                                        if e["alert"] == "prod-cpu-each/prod-1"}
-    scale = runtime_records.read_scale_events(operator, count=100)
+    scale = records.read_scale_events(operator, count=100)
     assert {("out", True), ("in", True)} <= {(e["direction"], e["ok"]) for e in scale}
-    deploys = runtime_records.read_deploys(operator, count=100)
+    deploys = records.read_deploys(operator, count=100)
     assert ("up", "prod,canary", "ok") in {(d["command"], d["target"], d["result"])
                                            for d in deploys}
     assert any(d["command"] == "scale out" and d["result"] == "ok" for d in deploys)
     assert any(d["command"] == "deploy" and d["target"] == "canary" for d in deploys)
-    verdict = runtime_records.read_verdict(operator)
+    verdict = records.read_verdict(operator)
     assert verdict is not None and time.time() - verdict["at"] < 30
     assert set(verdict["canary"]) == {"requests", "error_rate", "p95_ms"}

@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from cdpipe import runtime_dir
+from cdpipe import socket_dir
 from cdpipe_host.edge import USER_COOKIE, verified_user_id
 from tests.e2e.conftest import LocalEnv, make_env
 from tests.e2e.load import APP_CONCURRENCY, Load, count_requests, failed, split_failures
@@ -68,7 +68,7 @@ def app_urls(env: LocalEnv) -> list[str]:
 
 # -- sockets --------------------------------------------------------------------------
 def test_sockets_live_in_a_short_private_runtime_directory(edge: LocalEnv) -> None:
-    run = runtime_dir.default_for(edge.home)
+    run = socket_dir.default_for(edge.home)
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     sockets = {p.relative_to(run).as_posix() for p in run.rglob("*")
                if stat.S_ISSOCK(p.lstat().st_mode)}

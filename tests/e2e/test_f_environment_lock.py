@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cdpipe import runtime_dir
+from cdpipe import socket_dir
 from cdpipe_host.keys import ENV_LOCK
 from tests.e2e.conftest import CDPIPE, LocalEnv
 
@@ -75,7 +75,7 @@ def second_checkout(env: LocalEnv, home: Path) -> dict[str, str]:
     shutil.copytree(env.home / "secrets", home / "secrets")
     other = dict(env.env, CDPIPE_HOME=str(home), PYTHONUNBUFFERED="1",
                  CDPIPE_RUNTIME_DIR=env.env.get("CDPIPE_RUNTIME_DIR")
-                 or str(runtime_dir.default_for(env.home)))
+                 or str(socket_dir.default_for(env.home)))
     return other
 
 

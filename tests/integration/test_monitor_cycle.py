@@ -192,7 +192,7 @@ def test_mail_is_kept_until_the_smtp_server_answers(redis_server, endpoint, tmp_
 def test_each_cycle_records_the_polls_for_the_dashboard(redis_server, endpoint, smtp) -> None:  # type: ignore[no-untyped-def]
     """monitor:samples after real polls: the answering target's gauges, the slow and
     dead ones as failed polls (null gauges), kept by a restarted monitor."""
-    from cdpipe.runtime_records import read_samples
+    from cdpipe.records import read_samples
 
     cfg = config(redis_server, endpoint, smtp[0])
     run_cycles(Monitor(cfg), 2)

@@ -17,7 +17,7 @@ import yaml
 from flask import Flask
 
 from app import create_app
-from cdpipe import PROJECT_ROOT, runtime_dir
+from cdpipe import PROJECT_ROOT, socket_dir
 from cdpipe.ansible_runner import _message
 from cdpipe.errors import CdpipeError
 from cdpipe_host.edge import (
@@ -112,10 +112,10 @@ def test_without_a_secret_ids_are_still_signed() -> None:
 # -- the runtime directory ------------------------------------------------------------
 def test_runtime_dir_is_short_stable_and_per_home(tmp_path: Path) -> None:
     long_home = tmp_path / ("x" * 200) / ".cdpipe"
-    path = runtime_dir.default_for(long_home)
-    assert path == runtime_dir.default_for(long_home)
-    assert path != runtime_dir.default_for(tmp_path / "other")
-    assert len(str(path / runtime_dir.LONGEST_SOCKET)) <= runtime_dir.SUN_PATH_MAX
+    path = socket_dir.default_for(long_home)
+    assert path == socket_dir.default_for(long_home)
+    assert path != socket_dir.default_for(tmp_path / "other")
+    assert len(str(path / socket_dir.LONGEST_SOCKET)) <= socket_dir.SUN_PATH_MAX
     assert str(os.getuid()) in path.name
 
 
@@ -129,10 +129,10 @@ def short_tmp() -> Iterator[Path]:
 
 
 def test_runtime_dir_is_made_private(short_tmp: Path) -> None:
-    path = runtime_dir.ensure(short_tmp / "run")
+    path = socket_dir.ensure(short_tmp / "run")
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     path.chmod(0o755)
-    runtime_dir.ensure(path)  # an existing one of ours is made private again
+    socket_dir.ensure(path)  # an existing one of ours is made private again
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
@@ -140,9 +140,9 @@ def test_runtime_dir_refuses_what_is_not_its_own(short_tmp: Path) -> None:
     (short_tmp / "target").mkdir()
     (short_tmp / "link").symlink_to(short_tmp / "target")
     with pytest.raises(CdpipeError, match="is not a directory of user"):
-        runtime_dir.ensure(short_tmp / "link")
+        socket_dir.ensure(short_tmp / "link")
     with pytest.raises(CdpipeError, match="too long for UNIX sockets"):
-        runtime_dir.ensure(short_tmp / ("y" * 120))
+        socket_dir.ensure(short_tmp / ("y" * 120))
 
 
 # -- HAProxy's own words ----------------------------------------------------------------

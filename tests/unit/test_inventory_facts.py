@@ -14,11 +14,11 @@ import yaml
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
+from cdpipe.controls import format_redis_url
 from cdpipe.inventory import REDIS_URLS, common_vars
 from cdpipe.model import PORTS, machine_ports
 from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.redis_users import USERS
-from cdpipe.runtime_control import format_redis_url
 from cdpipe.state import State
 from cdpipe_host.haproxy import APP_BACKEND
 from cdpipe_host.values import DEFAULT_CANARY_WEIGHT

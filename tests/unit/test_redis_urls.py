@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import redis
 
-from cdpipe import runtime_control, secret_files
+from cdpipe import controls, secret_files
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance
@@ -32,7 +32,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, Stat
 
 def test_the_operators_url_by_default_with_its_password_encoded(
         env: tuple[Settings, State]) -> None:
-    url = runtime_control.redis_url(*env)
+    url = controls.redis_url(*env)
     assert url == "redis://operator:p%40ss%3Aw%2Frd%25@127.0.0.1:18010/0"
     parts = urlsplit(url)
     assert (parts.username, unquote(parts.password or "")) == (OPERATOR, "p@ss:w/rd%")
@@ -43,11 +43,11 @@ def test_the_operators_url_by_default_with_its_password_encoded(
 def test_another_user_and_the_redacted_form(env: tuple[Settings, State]) -> None:
     settings, state = env
     deployer = secret_files.read(settings.secrets_dir, password_name(DEPLOYER))
-    assert runtime_control.redis_url(settings, state, DEPLOYER) == (
+    assert controls.redis_url(settings, state, DEPLOYER) == (
         f"redis://deployer:{deployer}@127.0.0.1:18010/0")
-    assert runtime_control.redis_url(settings, state, with_password=False) == (
+    assert controls.redis_url(settings, state, with_password=False) == (
         "redis://operator:REDACTED@127.0.0.1:18010/0")
-    assert runtime_control.redis_url(settings, State()) is None
+    assert controls.redis_url(settings, State()) is None
 
 
 @pytest.mark.parametrize(("error", "says"), [
@@ -59,4 +59,4 @@ def test_each_redis_failure_is_one_line_that_says_which(error: Exception, says: 
     def fail() -> None:
         raise error
     with pytest.raises(CdpipeError, match=f"^cannot set the flag: {says}"):
-        runtime_control._call("set the flag", fail)
+        controls._call("set the flag", fail)

@@ -195,7 +195,7 @@ def test_an_instance_that_cannot_be_terminated_is_said_so(
 def test_the_configure_of_the_new_instance_is_in_the_deploy_history(
         env: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
     """Recorded done and failed (the record itself: tests/integration/
-    test_runtime_records.py); the failure's exception goes up unchanged."""
+    test_records.py); the failure's exception goes up unchanged."""
     recorded: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(environment_mod.history, "record",
                         lambda r, key, entry: recorded.append((key, entry)))

@@ -5,7 +5,7 @@ them, and restarts any of them that dies. Ansible adds programs through its incl
 directory (``supervisor.d/``), exactly as it would on a machine with supervisor.
 
 Its socket lives in the sandbox's runtime directory (``run_dir``, under the
-environment's short runtime directory: see ``cdpipe.runtime_dir``), not in the sandbox
+environment's short runtime directory: see ``cdpipe.socket_dir``), not in the sandbox
 directory, whose path may be too long for a UNIX socket. With a control
 group (``cdpipe.providers.local.sizing``) the supervisord starts in it, so every
 program of the sandbox is limited to the instance's size.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from cdpipe import runtime_dir
+from cdpipe import socket_dir
 from cdpipe.errors import CdpipeError
 from cdpipe.providers.local.sizing import SandboxGroup
 
@@ -85,7 +85,7 @@ class Sandbox:
     def ensure_run_dir(self) -> None:
         """The sandbox's runtime directory (0700): made again after a reboot emptied the
         system's temporary directory."""
-        runtime_dir.ensure(self.run_dir.parent)
+        socket_dir.ensure(self.run_dir.parent)
         self.run_dir.mkdir(mode=0o700, exist_ok=True)
 
     def pid(self) -> int | None:
@@ -139,7 +139,7 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)
         self.kill_leftovers()
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        runtime_dir.remove_if_empty(self.run_dir.parent)
+        socket_dir.remove_if_empty(self.run_dir.parent)
         if self.group is not None:
             self.group.remove()
 

@@ -1,6 +1,6 @@
 """The runtime records the dashboard reads, on a real redis-server that runs the redis
 role's ACL rules, each written as the user that writes it in production and read back
-as the operator through ``cdpipe.runtime_records``: the monitor's samples (kept across
+as the operator through ``cdpipe.records``: the monitor's samples (kept across
 a restart), the alert history, the canary verdict, the deploy history of Environment
 (done and failed, and what happens when Redis does not take it); entries that do not
 read are skipped; and the CLI's `flag delete` and `canary weight`."""
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cdpipe import canary, runtime_records, secret_files
+from cdpipe import canary, records, secret_files
 from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
@@ -65,7 +65,7 @@ def test_samples_keep_the_last_polls_of_each_target_oldest_first(server: AclRedi
     for i in range(KEEP + 5):
         assert history.record([sample("prod-1", cpu=float(i)),
                                sample("canary-1", "canary", error="Timeout")], 1000.0 + i)
-    read = runtime_records.read_samples(server.client("operator"))
+    read = records.read_samples(server.client("operator"))
     assert set(read) == {"prod-1", "canary-1"}
     prod = read["prod-1"]
     assert (prod["role"], prod["ok"], prod["error"]) == ("prod", True, "")
@@ -81,7 +81,7 @@ def test_a_target_no_longer_polled_leaves_the_hash(server: AclRedis) -> None:
     history = SampleHistory(server.client("monitor"))
     history.record([sample("prod-1"), sample("prod-2")], 1.0)
     history.record([sample("prod-1")], 2.0)
-    assert set(runtime_records.read_samples(server.client("operator"))) == {"prod-1"}
+    assert set(records.read_samples(server.client("operator"))) == {"prod-1"}
 
 
 def test_a_restarted_monitor_keeps_the_sparklines(server: AclRedis) -> None:
@@ -92,7 +92,7 @@ def test_a_restarted_monitor_keeps_the_sparklines(server: AclRedis) -> None:
         first.record([sample("prod-1", cpu=float(i)), sample("prod-9")], 100.0 + i)
     restarted = SampleHistory(server.client("monitor"))
     restarted.record([sample("prod-1", cpu=50.0, mem=None)], 200.0)
-    read = runtime_records.read_samples(server.client("operator"))
+    read = records.read_samples(server.client("operator"))
     assert set(read) == {"prod-1"}
     assert read["prod-1"]["t"] == [100.0, 101.0, 102.0, 200.0]
     assert read["prod-1"]["cpu"] == [0.0, 1.0, 2.0, 50.0]
@@ -110,7 +110,7 @@ def test_samples_redis_refuses_are_logged_and_kept(
     # Back (the same object's client now answers): the polls kept meanwhile are written.
     history.r = server.client("monitor")
     assert history.record([sample("prod-1", cpu=2.0)], 2.0)
-    assert runtime_records.read_samples(server.client("operator"))["prod-1"]["cpu"] == [1.0, 2.0]
+    assert records.read_samples(server.client("operator"))["prod-1"]["cpu"] == [1.0, 2.0]
 
 
 # -- monitor:alerts, monitor:alerts:history --------------------------------------------
@@ -118,20 +118,20 @@ def test_firing_and_resolved_are_recorded_with_the_last_value(server: AclRedis) 
     book = AlertBook(server.client("monitor"), repeat_interval=60)
     operator = server.client("operator")
     assert book.observe("cpu/prod-1", True, 2, "cpu 91.0 > 80", now=100.0, value=91.0) is None
-    [pending] = runtime_records.read_alerts(operator)
+    [pending] = records.read_alerts(operator)
     assert pending == {"alert": "cpu/prod-1", "state": "pending", "since": 100.0,
                        "summary": "cpu 91.0 > 80", "value": 91.0}
-    assert runtime_records.read_alert_history(operator) == []  # pending is no transition
+    assert records.read_alert_history(operator) == []  # pending is no transition
     assert book.observe("cpu/prod-1", True, 2, "cpu 95.0 > 80", now=110.0,
                         value=95.0) == "firing"
     assert book.observe("cpu/prod-1", True, 2, "cpu 96.0 > 80", now=200.0,
                         value=96.0) == "reminder"
-    [firing] = runtime_records.read_alerts(operator)
+    [firing] = records.read_alerts(operator)
     assert (firing["state"], firing["since"], firing["value"]) == ("firing", 110.0, 96.0)
     assert book.observe("cpu/prod-1", False, 2, "", now=300.0, clear_polls=1,
                         value=12.0) == "resolved"
-    assert runtime_records.read_alerts(operator) == []
-    assert runtime_records.read_alert_history(operator) == [
+    assert records.read_alerts(operator) == []
+    assert records.read_alert_history(operator) == [
         {"alert": "cpu/prod-1", "event": "resolved", "at": 300.0, "since": 110.0,
          "summary": "cpu 96.0 > 80", "value": 12.0},
         {"alert": "cpu/prod-1", "event": "firing", "at": 110.0, "since": 110.0,
@@ -146,10 +146,10 @@ def test_an_alert_state_stored_before_values_still_reads(server: AclRedis) -> No
          "summary": "prod-1 does not answer", "clear": 0}))
     book = AlertBook(server.client("monitor"), repeat_interval=3600)
     assert set(book.load()) == {"instance-down/prod-1"}
-    [alert] = runtime_records.read_alerts(server.client("operator"))
+    [alert] = records.read_alerts(server.client("operator"))
     assert (alert["state"], alert["value"]) == ("firing", None)
     assert book.observe("instance-down/prod-1", False, 1, "", now=60.0) == "resolved"
-    [resolved] = runtime_records.read_alert_history(server.client("operator"))
+    [resolved] = records.read_alert_history(server.client("operator"))
     assert (resolved["event"], resolved["since"], resolved["value"]) == ("resolved", 50.0, None)
 
 
@@ -160,7 +160,7 @@ def test_the_alert_history_keeps_the_newest(server: AclRedis) -> None:
         book.observe(f"a/{i}", False, 1, "", now=float(i) + 0.5)
     operator = server.client("operator")
     assert operator.llen(MONITOR_ALERT_HISTORY) == HISTORY_LENGTH
-    newest = runtime_records.read_alert_history(operator, count=3)
+    newest = records.read_alert_history(operator, count=3)
     assert [(e["alert"], e["event"]) for e in newest] == [
         ("a/52", "resolved"), ("a/52", "firing"), ("a/51", "resolved")]
 
@@ -170,7 +170,7 @@ def test_firing_alerts_come_before_pending_ones(server: AclRedis) -> None:
     book.observe("late", True, 5, "pending", now=1.0)
     book.observe("b", True, 1, "firing", now=20.0)
     book.observe("a", True, 1, "firing", now=10.0)
-    assert [a["alert"] for a in runtime_records.read_alerts(server.client("operator"))] == [
+    assert [a["alert"] for a in records.read_alerts(server.client("operator"))] == [
         "a", "b", "late"]
 
 
@@ -185,7 +185,7 @@ def test_the_monitor_records_each_verdict(server: AclRedis) -> None:
     monitor = Monitor(cfg)
     before = time.time()
     monitor.judge_canary([])
-    verdict = runtime_records.read_verdict(server.client("operator"))
+    verdict = records.read_verdict(server.client("operator"))
     assert verdict is not None and before <= verdict.pop("at") <= time.time()
     assert verdict == {"decided": False, "failed": False,
                        "reason": "no verdict yet: 0 canary and 0 prod requests (need 20)",
@@ -209,7 +209,7 @@ def test_a_new_window_keeps_the_last_decided_verdict_in_view(server: AclRedis) -
                      Side(50, 0.4, 12.0), Side(100, 0.0, 10.0))
     monitor.record_verdict(failed)
     monitor.record_verdict(Verdict(False, False, "no verdict yet"))
-    verdict = runtime_records.read_verdict(server.client("operator"))
+    verdict = records.read_verdict(server.client("operator"))
     assert verdict is not None and verdict["decided"] is False
     last = verdict["last_decided"]
     assert last["failed"] is True and last["reason"] == failed.reason
@@ -244,32 +244,32 @@ def test_entries_that_do_not_read_are_skipped(server: AclRedis) -> None:
         admin.rpush(key, '{"ok": 1}', "{", "[]", '"text"', "\xff", '{"ok": 2}')
     admin.set(MONITOR_CANARY_VERDICT, "[not an object]")
     operator = server.client("operator")
-    samples = runtime_records.read_samples(operator)
+    samples = records.read_samples(operator)
     assert set(samples) == {"prod-1", "nan"}
     assert samples["nan"]["cpu"] == [None] and samples["nan"]["mem"] == [None]
-    assert runtime_records.read_alerts(operator) == [
+    assert records.read_alerts(operator) == [
         {"alert": "z", "state": "firing", "since": None, "summary": "", "value": None}]
-    for read in (runtime_records.read_alert_history, runtime_records.read_scale_events,
-                 runtime_records.read_deploys):
+    for read in (records.read_alert_history, records.read_scale_events,
+                 records.read_deploys):
         assert read(operator) == [{"ok": 1}, {"ok": 2}]
         assert read(operator, count=1) == [{"ok": 1}]
         assert read(operator, count=0) == []
-    assert runtime_records.read_verdict(operator) is None
+    assert records.read_verdict(operator) is None
     admin.delete(MONITOR_CANARY_VERDICT)
-    assert runtime_records.read_verdict(operator) is None
+    assert records.read_verdict(operator) is None
     # Everything it returns is JSON a browser reads (no NaN, no infinity).
-    json.dumps([runtime_records.read_samples(operator), runtime_records.read_alerts(operator)],
+    json.dumps([records.read_samples(operator), records.read_alerts(operator)],
                allow_nan=False)
 
 
 def test_nothing_recorded_reads_as_empty(server: AclRedis) -> None:
     operator = server.client("operator")
-    assert runtime_records.read_samples(operator) == {}
-    assert runtime_records.read_alerts(operator) == []
-    assert runtime_records.read_alert_history(operator) == []
-    assert runtime_records.read_scale_events(operator) == []
-    assert runtime_records.read_deploys(operator) == []
-    assert runtime_records.read_verdict(operator) is None
+    assert records.read_samples(operator) == {}
+    assert records.read_alerts(operator) == []
+    assert records.read_alert_history(operator) == []
+    assert records.read_scale_events(operator) == []
+    assert records.read_deploys(operator) == []
+    assert records.read_verdict(operator) is None
 
 
 # -- deploy:history --------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_each_deploy_is_recorded_done_or_failed(
     with pytest.raises(CdpipeError) as raised:
         env.deploy("v2", "prod")
     assert raised.value is failure  # the deploy's own exception, unchanged
-    deploys = runtime_records.read_deploys(server.client("operator"))
+    deploys = records.read_deploys(server.client("operator"))
     assert [(d["command"], d["target"], d["ref"], d["result"]) for d in deploys] == [
         ("deploy", "prod", "v2", "failed"),
         ("canary rollback", "canary", COMMIT, "ok"),
@@ -383,7 +383,7 @@ def test_canary_weight_writes_the_weight(server: AclRedis, tmp_path: Path) -> No
 
 def test_math_is_finite_everywhere_it_matters() -> None:
     """The readers' own guard: a float that JSON cannot hold never leaves them."""
-    assert runtime_records._number(math.nan) is None
-    assert runtime_records._number(math.inf) is None
-    assert runtime_records._number(True) is None
-    assert runtime_records._number(3) == 3.0
+    assert records._number(math.nan) is None
+    assert records._number(math.inf) is None
+    assert records._number(True) is None
+    assert records._number(3) == 3.0
