@@ -20,11 +20,11 @@ $(STAMP): requirements.txt requirements-dev.txt app/requirements.txt pyproject.t
 
 # The whole local pipeline, then the live dashboard in the foreground (Ctrl-C stops the
 # dashboard only; `make down` removes the environment).
-DASHBOARD_PORT ?= 8099
+# DASHBOARD_PORT=N picks another port than the CLI's default (cdpipe/model.py).
 demo: setup
 	scripts/bootstrap
 	$(BIN)/cdpipe up
-	$(BIN)/cdpipe dashboard --port $(DASHBOARD_PORT)
+	$(BIN)/cdpipe dashboard $(if $(DASHBOARD_PORT),--port $(DASHBOARD_PORT))
 
 # Linters and every suite, the machine suite beside the local ones (docs/testing.md).
 test: setup

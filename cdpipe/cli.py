@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cdpipe import canary, config, controls, gitref, redis_users, status
-from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
+from cdpipe.model import DASHBOARD_PORT
 from cdpipe.state import load as load_state
 from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
 from cdpipe_host.names import one_line

@@ -22,6 +22,9 @@ PORTS: dict[str, dict[str, tuple[int, str]]] = {
     "canary": _APP_PORTS,
 }
 SSH_PORT = 22
+# The live dashboard (`cdpipe dashboard`; on EC2 it runs on the proxy machine, on
+# loopback, reached through an SSH tunnel).
+DASHBOARD_PORT = 8099
 
 
 def machine_ports(role: str) -> dict[str, int]:

@@ -12,4 +12,3 @@ canary through the same functions as the CLI (``cdpipe.controls``,
 
 from __future__ import annotations
 
-DEFAULT_PORT = 8099

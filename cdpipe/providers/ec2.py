@@ -39,9 +39,16 @@ from botocore.config import Config
 
 from cdpipe import scaler
 from cdpipe.config import Settings
-from cdpipe.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from cdpipe.errors import CdpipeError
-from cdpipe.model import APP_ROLES, ROLES, SSH_PORT, Instance, Role, machine_ports
+from cdpipe.model import (
+    APP_ROLES,
+    DASHBOARD_PORT,
+    ROLES,
+    SSH_PORT,
+    Instance,
+    Role,
+    machine_ports,
+)
 from cdpipe.providers import iam_policy
 from cdpipe.providers.aws_backoff import retry_with_backoff
 from cdpipe.providers.aws_errors import aws_error, error_code

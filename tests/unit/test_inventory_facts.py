@@ -43,11 +43,11 @@ def test_role_defaults_hold_the_backend_and_the_canary_weight() -> None:
 
 
 def test_the_scalers_dashboard_port_is_the_clis_default(tmp_path: Path) -> None:
-    from cdpipe.dashboard import DEFAULT_PORT
+    from cdpipe.model import DASHBOARD_PORT
 
-    assert role_defaults("scaler")["scaler_dashboard_port"] == DEFAULT_PORT
+    assert role_defaults("scaler")["scaler_dashboard_port"] == DASHBOARD_PORT
     assert Ec2Provider(Settings(home=tmp_path)).inventory_vars()["scaler_dashboard_port"] \
-        == DEFAULT_PORT
+        == DASHBOARD_PORT
 
 
 def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> None:
