@@ -57,3 +57,21 @@ def test_a_package_ships_once_as_roots_and_again_when_a_file_changes(tmp_path: P
     (package / "__init__.py").write_text("VALUE = 2\n")
     assert converge(tmp_path)["changed"] > 0
     assert (shipped / "__init__.py").read_text() == "VALUE = 2\n"
+
+
+def test_each_run_packs_into_an_archive_of_its_own(tmp_path: Path) -> None:
+    """Two converges on one controller (two environments, two Jenkins executors) once
+    packed into one fixed name, /tmp/cdpipe-code-<host>-<package>.tar.gz, and one
+    removed the other's archive before it was unpacked (seen in CI). A run leaves
+    another run's file at that name alone and packs into its own."""
+    package = tmp_path / "project" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    (package / "requirements.txt").write_text("")
+    others = tmp_path / "cdpipe-code-localhost-pkg.tar.gz"  # in flight for another run
+    others.write_bytes(b"another run's archive")
+
+    assert converge(tmp_path)["changed"] > 0
+    assert (tmp_path / "dest" / "pkg" / "__init__.py").read_text() == "VALUE = 1\n"
+    assert others.read_bytes() == b"another run's archive"
+    assert sorted(p.name for p in tmp_path.glob("cdpipe-code-*")) == [others.name]
