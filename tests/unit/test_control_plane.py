@@ -17,7 +17,7 @@ from cdpipe.inventory import build
 from cdpipe.providers.local import LocalProvider
 from cdpipe.redis_users import USERS
 from cdpipe.state import State
-from tests.support import cdpipe_env, commit_change, free_port, git, git_init
+from tests.support import cdpipe_env, commit_change, free_port_block, git, git_init
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 
@@ -37,8 +37,9 @@ def test_resolve_gives_full_sha_and_refuses_unknown(tmp_path: Path) -> None:
 
 
 def test_port_taken_refuses_before_creating_anything(tmp_path: Path) -> None:
-    base = free_port() // 10 * 10
-    base = min(base, 60000)
+    # Below the ephemeral range (32768+), where a client connection of another test
+    # cannot land on proxy-1's port (CI run 10), and clear of the e2e homes' blocks.
+    base = free_port_block(40, 22000)
     settings = Settings(home=tmp_path / "home", port_base=base)
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
