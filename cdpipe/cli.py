@@ -328,8 +328,8 @@ def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_MA
 def iam_policy_cmd(environment: EnvOpt = None) -> None:
     """Print the IAM policy of the environment's scaler (the proxy machine's instance
     profile) as JSON."""
-    from cdpipe.providers.ec2 import Ec2Provider
-    from cdpipe.providers.iam_policy import dumps
+    from cdpipe.providers.aws.iam_policy import dumps
+    from cdpipe.providers.aws.provider import Ec2Provider
 
     if environment is not None:
         config.check_environment_id(environment, "--env")
@@ -359,7 +359,8 @@ def dashboard(
 ) -> None:
     """Serve the live dashboard: instances, traffic, canary, flags, alerts; actions
     after the operator's login. Runs until Ctrl-C."""
-    from cdpipe.dashboard.server import serve, tls_context
+    from cdpipe.dashboard.guards import tls_context
+    from cdpipe.dashboard.server import serve
 
     tls = tls_context(host, tls_cert, tls_key, insecure)  # before anything else runs
     env = _env(None, show=_note)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import signal
@@ -21,7 +20,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +28,7 @@ from aiohttp import web
 
 from cdpipe import controls, secret_files
 from cdpipe.dashboard import view
+from cdpipe.dashboard.guards import host_guard, same_origin, security_headers, served_hosts
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
 from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
 from cdpipe.dashboard.sessions import COOKIE, CSRF_HEADER, LoginThrottle, Sessions
@@ -44,14 +43,6 @@ STATIC = resources.files("cdpipe.dashboard") / "static"
 PAGES = {"/": ("index.html", "text/html"),
          "/dashboard.js": ("dashboard.js", "text/javascript"),
          "/dashboard.css": ("dashboard.css", "text/css")}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 FAILED_LOGIN_DELAY = 1.0
 STATE_MIN_SECONDS = {"local": 0.5, "aws": 5.0}  # the least time between two reads of it
 HEARTBEAT_SECONDS = 15.0
@@ -182,7 +173,7 @@ class Dashboard:
         """The page's live feed: every section as it changes, as WebSocket messages
         (a browser keeps at most six HTTP/1.1 streams per site, and every open tab would
         hold one; WebSockets do not count against that)."""
-        if not _same_origin(request):
+        if not same_origin(request):
             return _error(403, "refused: the request did not come from this page")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
         await ws.prepare(request)
@@ -236,7 +227,7 @@ class Dashboard:
 
     # -- login ----------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.Response:
-        if not _same_origin(request):
+        if not same_origin(request):
             return _error(403, "refused: the request did not come from this page")
         body = await _json(request)
         client = request.remote or "unknown"
@@ -263,7 +254,7 @@ class Dashboard:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
-        if not _same_origin(request):  # a page elsewhere may not end the operator's session
+        if not same_origin(request):  # a page elsewhere may not end the operator's session
             return _error(403, "refused: the request did not come from this page")
         self.sessions.logout(request.cookies.get(COOKIE))
         response = web.json_response({"logged_in": False})
@@ -276,7 +267,7 @@ class Dashboard:
         answers {"message": ...} or {"error": ...} with the CLI's own words."""
 
         async def guarded(request: web.Request) -> web.Response:
-            if not _same_origin(request):
+            if not same_origin(request):
                 return _error(403, "refused: the request did not come from this page")
             if not self.sessions.allows(request.cookies.get(COOKIE),
                                         request.headers.get(CSRF_HEADER)):
@@ -373,67 +364,9 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _same_origin(request: web.Request) -> bool:
-    """No Origin (curl, scripts) or this very origin; a page elsewhere is refused."""
-    origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
-
-
-@web.middleware
-async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The security headers on every answer, errors too (a 404, 405 or 400 is raised,
-    not returned, and would pass by without them)."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        for name, value in SECURITY_HEADERS.items():
-            exc.headers.setdefault(name, value)
-        raise
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
-
-
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
-
-
-def served_hosts(host: str, port: int, names: Collection[str] = ()) -> frozenset[str]:
-    """The Host headers the dashboard answers beside the loopback names: the address it
-    listens on with its port, and the names the operator configured (as given: `name`
-    behind a reverse proxy on the default port, `name:port` otherwise)."""
-    listening = f"[{host}]" if ":" in host else host
-    own = {f"{listening}:{port}"} if host not in ("0.0.0.0", "::") else set()
-    return frozenset(name.lower() for name in own | set(names))
-
-
-def _hostname(host: str) -> str:
-    """The name of a Host header without its port ("[::1]:8099" -> "[::1]")."""
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def host_guard(allowed: frozenset[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Refuses a request whose Host is not one the dashboard serves. A page elsewhere
-    can point its own name at 127.0.0.1 (DNS rebinding onto the operator's SSH tunnel),
-    and its requests then carry that name, never a loopback one. Loopback names pass on
-    any port: a tunnel picks its own local port."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = request.host.lower()
-        if _hostname(host) not in LOOPBACK_NAMES and host not in allowed:
-            return _error(421, f"refused: Host {request.host!r} is not this dashboard's "
-                               "address (a loopback name, or one given with `cdpipe "
-                               "dashboard --allowed-host NAME[:PORT]`)")
-        return await handler(request)
-
-    return guard
-
-
 def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Application:
     dashboard = Dashboard(env)
-    app = web.Application(middlewares=[_headers, host_guard(allowed_hosts)],
+    app = web.Application(middlewares=[security_headers, host_guard(allowed_hosts)],
                           client_max_size=64 * 1024)
     dashboard.routes(app)
     app.on_startup.append(dashboard.on_startup)
@@ -441,38 +374,6 @@ def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Applicati
     app.on_cleanup.append(dashboard.on_cleanup)
     app["dashboard"] = dashboard
     return app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def tls_context(host: str, cert: Path | None, key: Path | None,
-                insecure: bool) -> ssl.SSLContext | None:
-    """The TLS context to serve with; None for plain HTTP, which only loopback gets
-    unless the operator says --insecure (the password and the session cookie would
-    cross the network in clear)."""
-    if (cert is None) != (key is None):
-        raise CdpipeError("give both --tls-cert and --tls-key, or neither")
-    if cert is None or key is None:
-        if not is_loopback(host) and not insecure:
-            raise CdpipeError(
-                f"refusing to serve the dashboard on {host} over plain HTTP: the operator's "
-                "password and session cookie would cross the network in clear; give "
-                "--tls-cert and --tls-key (or --insecure to do it anyway)")
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise CdpipeError(f"cannot use the TLS certificate {cert} and key {key}: "
-                          f"{getattr(exc, 'strerror', None) or exc}") from None
-    return context
 
 
 def serve(env: Environment, host: str, port: int, ready: Callable[[str], None],

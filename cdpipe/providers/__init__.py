@@ -13,7 +13,7 @@ def get(name: str, settings: Settings) -> Provider:
 
         return LocalProvider(settings)
     if name == "aws":
-        from cdpipe.providers.ec2 import Ec2Provider
+        from cdpipe.providers.aws.provider import Ec2Provider
 
         return Ec2Provider(settings)
     raise CdpipeError(f"provider {name!r} is not available here; use --provider local")

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cdpipe.dashboard.server import Dashboard, _headers, tls_context
+from cdpipe.dashboard.guards import security_headers, tls_context
+from cdpipe.dashboard.server import Dashboard
 from cdpipe.dashboard.sessions import COOKIE, LoginThrottle, Sessions
 from cdpipe.errors import CdpipeError
 from devkit import free_port
@@ -54,7 +55,7 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 async def _login_over(context: ssl.SSLContext, cert: Path) -> tuple[int, str, bool]:
     dashboard = SimpleNamespace(sessions=Sessions(PASSWORD), throttle=LoginThrottle())
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[security_headers])
     app.router.add_post("/api/login", functools.partial(Dashboard.login, dashboard))
     runner = web.AppRunner(app)
     await runner.setup()

@@ -17,7 +17,7 @@ from cdpipe import PROJECT_ROOT, secret_files
 from cdpipe.config import Settings
 from cdpipe.inventory import build
 from cdpipe.model import ROLES, Instance, machine_ports
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 
 PLAY = """

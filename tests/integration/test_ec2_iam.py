@@ -23,8 +23,8 @@ import requests
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers import aws_backoff, scaler_profile
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws import backoff, scaler_profile
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
 from tests.integration.test_ec2_provider import LAYOUT, ec2, tagged
@@ -284,7 +284,7 @@ class NotYetVisible:
 
 def test_a_profile_ec2_does_not_see_yet_is_retried_then_given_up_in_one_line(
         moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aws_backoff, "FIRST_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(backoff, "FIRST_RETRY_DELAY", 0.05)
     provider = Ec2Provider(Settings())
     lines: list[str] = []
     provider.show = lines.append

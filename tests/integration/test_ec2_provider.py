@@ -23,9 +23,8 @@ from cdpipe import state as state_mod
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance
-from cdpipe.providers import aws_backoff
-from cdpipe.providers import ec2 as ec2_module
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws import backoff, instances
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 
 BIN = Path(sys.executable).parent
@@ -234,7 +233,7 @@ class DependencyViolations:
 @pytest.fixture
 def provisioned(moto: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Ec2Provider, State,
                                                                      list[str]]:
-    monkeypatch.setattr(aws_backoff, "FIRST_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(backoff, "FIRST_RETRY_DELAY", 0.05)
     provider = Ec2Provider(Settings())
     lines: list[str] = []
     provider.show = lines.append
@@ -312,15 +311,15 @@ def test_instances_whose_ssh_never_answers_are_removed(
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # accepts (the kernel does) and never says a word
-        monkeypatch.setattr(ec2_module, "SSH_PORT", silent.getsockname()[1])
         monkeypatch.setenv("CDPIPE_AWS_SSH_WAIT_SECONDS", "1")
         provider = Ec2Provider(Settings())
-        real = provider._instance
+        provider.ssh_port = silent.getsockname()[1]
+        real = instances.to_instance
 
-        def on_loopback(raw: dict[str, Any]) -> Instance:
-            return real(raw).model_copy(update={"host": "127.0.0.1"})
+        def on_loopback(settings: Settings, raw: dict[str, Any]) -> Instance:
+            return real(settings, raw).model_copy(update={"host": "127.0.0.1"})
 
-        monkeypatch.setattr(provider, "_instance", on_loopback)
+        monkeypatch.setattr(instances, "to_instance", on_loopback)
         state = State()
         with pytest.raises(CdpipeError, match=r"^i-\w+ at 127\.0\.0\.1: SSH did not "
                                               r"answer within 1 s \(nor did 1 more\);"

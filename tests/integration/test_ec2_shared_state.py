@@ -23,7 +23,7 @@ from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
-from cdpipe.providers.ec2 import OPTION_TAG_PREFIX
+from cdpipe.providers.aws.tag_records import OPTION_TAG_PREFIX
 from cdpipe.secret_files import DEPLOY, LOCK, NAMES
 from devkit.aws_calls import Calls
 from tests.integration.test_ec2_provider import cli as run_cli

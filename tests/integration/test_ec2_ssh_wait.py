@@ -16,7 +16,7 @@ import pytest
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.model import Instance
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws.provider import Ec2Provider
 
 BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
 

@@ -14,7 +14,7 @@ import pytest
 from cdpipe import scaler
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 from rig.machines import user_data_keys
 from tests.integration.test_ec2_provider import ec2

@@ -22,7 +22,7 @@ import requests
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
-from cdpipe.providers.iam_policy import scaler_name
+from cdpipe.providers.aws.iam_policy import scaler_name
 from devkit.ports import free_port
 from rig.podman import podman
 from tests.e2e.load import Load, count_requests, share

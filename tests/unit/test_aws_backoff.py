@@ -7,7 +7,7 @@ import botocore.exceptions
 import pytest
 
 from cdpipe.errors import CdpipeError
-from cdpipe.providers import aws_backoff
+from cdpipe.providers.aws import backoff as aws_backoff
 
 
 def refusal(code: str) -> botocore.exceptions.ClientError:

@@ -7,7 +7,8 @@ import pytest
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers.ec2 import TAG_VALUE_LIMIT, Ec2Provider, majority_commit, option_value
+from cdpipe.providers.aws.provider import Ec2Provider
+from cdpipe.providers.aws.tag_records import TAG_VALUE_LIMIT, majority_commit, option_value
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 

@@ -14,14 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cdpipe.dashboard import server, sessions
-from cdpipe.dashboard.server import (
-    COOKIE,
-    SECURITY_HEADERS,
-    Dashboard,
-    _headers,
-    host_guard,
-    served_hosts,
-)
+from cdpipe.dashboard.guards import SECURITY_HEADERS, host_guard, security_headers, served_hosts
+from cdpipe.dashboard.server import COOKIE, Dashboard
 from cdpipe.dashboard.sessions import CLIENT_FAILURES, LoginThrottle, Sessions
 
 
@@ -34,7 +28,7 @@ async def _ok(_request: web.Request) -> web.Response:
 
 
 async def _answers() -> dict[str, tuple[int, dict[str, str]]]:
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[security_headers])
     app.router.add_get("/ok", _ok)
     app.router.add_post("/bad", _bad)
     async with TestClient(TestServer(app)) as client:
@@ -60,7 +54,7 @@ async def _logouts() -> tuple[int, bool, int, bool]:
     session_id = book.login("the-operators-password")
     assert session_id is not None
     dashboard = SimpleNamespace(sessions=book)  # all that logout uses of the Dashboard
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[security_headers])
     app.router.add_post("/api/logout", functools.partial(Dashboard.logout, dashboard))
     async with TestClient(TestServer(app)) as client:
         cookies = {COOKIE: session_id}
@@ -79,7 +73,7 @@ def test_a_page_elsewhere_cannot_log_the_operator_out() -> None:
 
 
 async def _by_host(allowed: frozenset[str], hosts: list[str]) -> dict[str, tuple[int, bool]]:
-    app = web.Application(middlewares=[_headers, host_guard(allowed)])
+    app = web.Application(middlewares=[security_headers, host_guard(allowed)])
     app.router.add_get("/api/state", _ok)
     async with TestClient(TestServer(app)) as client:
         seen = {}
@@ -115,7 +109,7 @@ def test_only_the_dashboards_own_names_are_answered() -> None:
 async def _parallel_logins(wrong: int) -> tuple[list[int], int, str | None]:
     book = Sessions("the-operators-password")
     dashboard = SimpleNamespace(sessions=book, throttle=LoginThrottle())
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[security_headers])
     app.router.add_post("/api/login", functools.partial(Dashboard.login, dashboard))
     async with TestClient(TestServer(app)) as client:
         answers = await asyncio.gather(*(

@@ -19,8 +19,8 @@ from cdpipe.config import Settings, check_environment_id
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError
 from cdpipe.model import ROLES, Instance, Role, machine_ports
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.providers.base import Provider
-from cdpipe.providers.ec2 import Ec2Provider
 from cdpipe.providers.local import LocalProvider
 from cdpipe.state import State
 

@@ -16,7 +16,7 @@ import pytest
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
-from cdpipe.providers.iam_policy import dumps, scaler_name, scaler_policy
+from cdpipe.providers.aws.iam_policy import dumps, scaler_name, scaler_policy
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
 
 ENV, OTHER, REGION, KEY = "env-0123abcd", "env-99999999", "us-east-1", "cdpipe-env-0123abcd"

@@ -17,7 +17,7 @@ from cdpipe.config import Settings
 from cdpipe.controls import format_redis_url
 from cdpipe.inventory import REDIS_URLS, common_vars
 from cdpipe.model import PORTS, machine_ports
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.redis_users import USERS
 from cdpipe.state import State
 from cdpipe_host.haproxy import APP_BACKEND
@@ -92,7 +92,7 @@ def test_the_aws_inventory_reads_every_option_up_keeps() -> None:
     import inspect
 
     from cdpipe import cli
-    from cdpipe.providers.ec2 import OPTION_TAG_PREFIX
+    from cdpipe.providers.aws.tag_records import OPTION_TAG_PREFIX
 
     kept = set(re.findall(r'options\["(\w+)"\]', inspect.getsource(cli.up)))
     assert kept  # the options of `cdpipe up`, as it records them

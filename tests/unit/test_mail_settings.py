@@ -17,7 +17,7 @@ from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
 from cdpipe.inventory import build, mail_vars
 from cdpipe.model import Instance, machine_ports
-from cdpipe.providers.ec2 import Ec2Provider
+from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 from monitoring.config import PASSWORD_VARIABLE, ConfigError, Smtp, load
 

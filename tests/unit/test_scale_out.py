@@ -21,7 +21,7 @@ from cdpipe.config import Settings
 from cdpipe.environment import Environment
 from cdpipe.errors import CdpipeError, ProviderRefused
 from cdpipe.model import ROLES, Instance, Role, machine_ports
-from cdpipe.providers.aws_errors import aws_error
+from cdpipe.providers.aws.errors import aws_error
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
 

@@ -1,7 +1,7 @@
 """The IAM policy of an environment's scaler: what the monitor on the proxy machine may do
 with the instance profile's credentials when it runs ``cdpipe scale out|in`` there.
 
-The least that the scale path of :mod:`cdpipe.providers.ec2` needs, and no more:
+The least that the scale path of :mod:`cdpipe.providers.aws` needs, and no more:
 
 - the five Describe calls the scale path makes (read-only, on ``*``: EC2's Describe
   calls take no resource ARN), not ``ec2:Describe*``, which includes reading every

@@ -1,5 +1,5 @@
 """The IAM side of an environment's scaler: the role ``<project>-<env>-scaler``
-(trusted by EC2 only), its inline policy (:mod:`cdpipe.providers.iam_policy`), and the
+(trusted by EC2 only), its inline policy (:mod:`cdpipe.providers.aws.iam_policy`), and the
 instance profile of the same name that the proxy machine is launched with, so that the
 monitor there scales prod with the least credentials it needs.
 
@@ -19,12 +19,12 @@ from typing import Any
 import botocore.exceptions
 
 from cdpipe.errors import CdpipeError
-from cdpipe.providers import iam_policy
-from cdpipe.providers.aws_backoff import retry_with_backoff
-from cdpipe.providers.aws_errors import DENIED, error_code, iam_error
+from cdpipe.providers.aws import iam_policy
+from cdpipe.providers.aws.backoff import retry_with_backoff
+from cdpipe.providers.aws.errors import DENIED, error_code, iam_error
 
 # RunInstances may call a just-made instance profile invalid while IAM's change reaches
-# EC2: retried with backoff (aws_backoff), this long.
+# EC2: retried with backoff (backoff.py), this long.
 PROFILE_WAIT_SECONDS = 120.0
 
 
