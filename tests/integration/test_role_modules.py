@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +175,43 @@ def test_a_program_is_added_left_alone_started_restarted_and_updated(
     # New content: supervisor applies it (a new process with the new command line).
     assert program(tmp_path, sandbox, seconds=301, restart=True) == ["written", "updated"]
     assert psutil.Process(sleeper_pid(sandbox)).cmdline() == ["sleep", "301"]
+
+
+def test_the_code_archive_packs_only_what_the_host_lacks_as_roots(tmp_path: Path) -> None:
+    """cdpipe_code_archive (the code role's one controller-side run): one fingerprint per
+    package, byte caches left out; one archive of the packages whose fingerprint the host
+    does not hold, its members root's; nothing packed when the host holds them all."""
+    project = tmp_path / "project"
+    for package in ("one", "two"):
+        (project / package / "sub").mkdir(parents=True)
+        (project / package / "sub" / "mod.py").write_text(f"NAME = {package!r}\n")
+    args = {"project_dir": str(project), "packages": ["one", "two"], "dest": "/opt/x"}
+    rc, first, _ = run_task(tmp_path, "cdpipe_code_archive", args | {"on_host": []})
+    assert rc == 0 and not first["changed"] and first["to_ship"] == ["one", "two"]
+    prints = first["fingerprints"]
+    assert len(set(prints.values())) == 2  # the contents differ, so do the prints
+    Path(first["archive"]).unlink()
+
+    cache = project / "one" / "sub" / "__pycache__"
+    cache.mkdir()
+    (cache / "mod.cpython-311.pyc").write_bytes(b"\0cache")
+    rc, second, _ = run_task(tmp_path, "cdpipe_code_archive",
+                             args | {"on_host": [prints["one"]]})
+    assert rc == 0 and second["fingerprints"] == prints  # the cache is not code
+    assert second["to_ship"] == ["two"]
+    assert second["fingerprint_files"] == [
+        {"path": "/opt/x/two/.fingerprint", "content": prints["two"] + "\n", "mode": "0644"}]
+    with tarfile.open(second["archive"]) as archive:
+        members = archive.getmembers()
+    Path(second["archive"]).unlink()
+    assert sorted(m.name for m in members) == ["two", "two/sub", "two/sub/mod.py"]
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "root", "root")}
+
+    (project / "two" / "sub" / "mod.py").write_text("NAME = 'changed'\n")
+    rc, third, _ = run_task(tmp_path, "cdpipe_code_archive",
+                            args | {"on_host": [prints["one"], prints["two"]]})
+    assert rc == 0 and third["to_ship"] == ["two"]
+    Path(third["archive"]).unlink()
+    rc, fourth, _ = run_task(tmp_path, "cdpipe_code_archive",
+                             args | {"on_host": list(third["fingerprints"].values())})
+    assert rc == 0 and fourth["to_ship"] == [] and fourth["archive"] == ""
