@@ -23,7 +23,7 @@ import requests
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers.aws import backoff, scaler_profile
+from cdpipe.providers.aws import backoff, network, scaler_profile
 from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
@@ -214,9 +214,9 @@ def test_the_scale_path_runs_on_the_scalers_credentials_and_nothing_more(
     refusals = [
         lambda: scaler.iam.list_roles(),
         lambda: scaler.iam.create_role(RoleName="x", AssumeRolePolicyDocument="{}"),
-        lambda: scaler.ec2.delete_security_group(GroupId=scaler.find_groups()["app"]),
+        lambda: scaler.ec2.delete_security_group(GroupId=network.find_groups(scaler.scope)["app"]),
         lambda: scaler.ec2.authorize_security_group_ingress(
-            GroupId=scaler.find_groups()["app"], IpPermissions=[{
+            GroupId=network.find_groups(scaler.scope)["app"], IpPermissions=[{
                 "IpProtocol": "tcp", "FromPort": 1, "ToPort": 1,
                 "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]),
         lambda: scaler.ec2.delete_key_pair(KeyName=scaler.key_pair_name()),

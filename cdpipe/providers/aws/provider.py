@@ -57,6 +57,10 @@ class Ec2Provider(Provider):
     def ec2(self) -> Any:
         return self.scope.ec2
 
+    @property
+    def iam(self) -> Any:
+        return self.scope.iam
+
     def attach(self, state: State, requested: str | None = None) -> None:
         wanted = requested or self.settings.aws_environment
         source = "--env" if requested else "CDPIPE_AWS_ENVIRONMENT"
@@ -139,7 +143,7 @@ class Ec2Provider(Provider):
             self.settings.aws_ami_ssm_parameter, partition)
 
     def scaler_profile(self) -> ScalerProfile:
-        return ScalerProfile(self.scope.iam, self.ec2, self.scaler_name(), self.tags(),
+        return ScalerProfile(self.iam, self.ec2, self.scaler_name(), self.tags(),
                              self.scaler_policy, self.show)
 
     def ensure_scaler_profile(self) -> str:
