@@ -1,10 +1,12 @@
 """The AWS path on the machine rig (``rig/``): `cdpipe up --provider aws` from nothing
 (moto's instances become Debian machines, configured over SSH) and a no-change re-run,
-then `cdpipe down`. Skipped, with the reason, where podman cannot run."""
+each also as a multiple of a bare `ansible all -m ping` of the same machines in the
+same run, then `cdpipe down`. Skipped, with the reason, where podman cannot run."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,7 @@ from rig import control
 from rig.podman import unavailable
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
+PING = "ansible all -m ping, the same 4 machines (median of 3)"
 
 
 def _timed(env: dict[str, str], *args: str) -> float:
@@ -24,6 +27,18 @@ def _timed(env: dict[str, str], *args: str) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"cdpipe {' '.join(args)} failed: {out.stderr.strip()}")
     return time.monotonic() - started
+
+
+def _ping(env: dict[str, str], inventory: Path) -> float:
+    """A bare `ansible all -m ping` over the environment's inventory (median of 3)."""
+    ansible = str(Path(sys.executable).parent / "ansible")
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([ansible, "all", "-i", str(inventory), "-m", "ansible.builtin.ping"],
+                       env=env, capture_output=True, timeout=300, check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
 
 
 def run() -> list[tuple[str, float]]:
@@ -40,6 +55,7 @@ def run() -> list[tuple[str, float]]:
                          _timed(env, "up", "--provider", "aws")))
             rows.append(("up --provider aws again, nothing changed",
                          _timed(env, "up", "--provider", "aws")))
+            rows.append((PING, _ping(env, Path(tmp) / "home" / "inventory.yml")))
             rows.append(("down (terminate, groups, key pair)", _timed(env, "down")))
         finally:
             subprocess.run([CDPIPE, "down"], env=env, capture_output=True, timeout=600,
@@ -54,7 +70,10 @@ def report() -> None:
     if reason:
         print(f"skipped: {reason}")
         return
-    print(f"| {'step':<58} | seconds |")
-    print(f"|{'-' * 60}|---------|")
-    for what, took in run():
-        print(f"| {what:<58} | {took:7.1f} |")
+    rows = run()
+    ping = dict(rows)[PING]
+    print(f"| {'step':<58} | seconds | x ping |")
+    print(f"|{'-' * 60}|---------|--------|")
+    for what, took in rows:
+        ratio = f"{took / ping:6.1f}" if what.startswith("up ") else "     -"
+        print(f"| {what:<58} | {took:7.1f} | {ratio} |")
