@@ -3,81 +3,37 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cdpipe import canary, config, controls, gitref, redis_users, status
-from cdpipe.environment import Environment
+from cdpipe import config, gitref, redis_users, status
+from cdpipe.cli_controls import canary_app, flag_app
+from cdpipe.cli_support import (
+    EnvOpt,
+    ProviderOpt,
+    cdpipe_command,
+    console,
+    environment_for,
+    err_console,
+    note,
+    redis_cli_hint,
+)
 from cdpipe.errors import CdpipeError
 from cdpipe.model import DASHBOARD_PORT
 from cdpipe.state import load as load_state
-from cdpipe_host.keys import CANARY_ALERT, CANARY_WEIGHT, flag_key
+from cdpipe_host.keys import flag_key
 from cdpipe_host.names import one_line
 from monitoring.config import SCALE_MAX_LIMIT, ConfigError, check_rules
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
-
-
-class ProviderChoice(StrEnum):
-    local = "local"
-    aws = "aws"
-
-
-ProviderOpt = Annotated[ProviderChoice | None,
-                        typer.Option("--provider", help="where instances live (default: local)")]
-
-EnvOpt = Annotated[str | None, typer.Option(
-    "--env", help="AWS environment id (default: the one this checkout recorded, else "
-                  "CDPIPE_AWS_ENVIRONMENT, else a new env-XXXXXXXX)")]
-
-
-def _show(line: str) -> None:
-    console.print(line, markup=False, soft_wrap=True)
-
-
-def _cdpipe_command() -> str:
-    """How to call this cdpipe from the current directory (.venv/bin/cdpipe in a checkout)."""
-    binary = Path(sys.executable).parent / "cdpipe"
-    try:
-        return str(binary.relative_to(Path.cwd()))
-    except ValueError:
-        return str(binary)
-
-
-def _redis_cli_hint(settings: config.Settings, port: int) -> str:
-    """redis-cli as the operator: the password from its file, never on the command line."""
-    password_file = settings.secrets_dir / redis_users.password_name(redis_users.OPERATOR)
-    return (f"REDISCLI_AUTH=$(cat {password_file}) redis-cli --user {redis_users.OPERATOR} "
-            f"-p {port}")
-
-
-def _note(line: str) -> None:
-    """A line for the user on stderr, where it never mixes with printed JSON."""
-    err_console.print(line, markup=False, soft_wrap=True)
-
-
-def _env(provider: ProviderChoice | None, environment: str | None = None,
-         show: Callable[[str], None] = _show) -> Environment:
-    if environment is not None:
-        config.check_environment_id(environment, "--env")
-    return Environment(config.load(), provider.value if provider else None, show=show,
-                       environment=environment)
-
-
 @app.command()
 def provision(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Create or find the instances (proxy, redis, prod, canary) without configuring them."""
-    env = _env(provider, environment)
+    env = environment_for(provider, environment)
     with env.locked("provision"):
         env.provision()
 
@@ -114,7 +70,7 @@ def up(
         options["monitor_scale_max_count"] = scale_max
     if monitor_rules is not None:
         options["monitor_rules_file"] = str(monitor_rules)
-    env = _env(provider, environment)
+    env = environment_for(provider, environment)
     env.up(ref, options)
     report = status.collect(env.settings, env.state)
     proxy_url = report["proxy"]["url"]
@@ -131,12 +87,12 @@ def up(
                       f"{env.settings.aws_ssh_user}@{proxy.host} &", markup=False,
                       soft_wrap=True)
         port = 16379
-    hint = _redis_cli_hint(env.settings, port)
+    hint = redis_cli_hint(env.settings, port)
     console.print(f"        {hint} SET {flag_key('hiddenfeature')} on", markup=False,
                   soft_wrap=True)
-    console.print(f"        {_cdpipe_command()} status", markup=False)
+    console.print(f"        {cdpipe_command()} status", markup=False)
     if env.provider.name == "local":
-        console.print(f"        {_cdpipe_command()} dashboard   # live page: "
+        console.print(f"        {cdpipe_command()} dashboard   # live page: "
                       f"http://127.0.0.1:{DASHBOARD_PORT}/", markup=False)
     else:  # it runs on the proxy machine, on its loopback address: a tunnel reaches it
         proxy = env.state.of_role("proxy")[0]
@@ -156,7 +112,7 @@ def deploy(
 ) -> None:
     """Deploy a commit (what the Jenkins post-build step calls)."""
     gitref.check(ref)
-    _env(provider, environment).deploy(ref, target)
+    environment_for(provider, environment).deploy(ref, target)
 
 
 @app.command("status")
@@ -169,7 +125,7 @@ def status_cmd(
 ) -> None:
     """Instances, addresses, versions, health, weights, flags and alerts (aws: as the
     instances' tags say, read again each time)."""
-    env = _env(provider, environment, show=_note)
+    env = environment_for(provider, environment, show=note)
     settings, state = env.settings, env.state
     report = status.collect(settings, state, show_secrets=show_secrets)
     # The AWS environment's id and region (what inventory/aws_ec2.yml needs); None locally.
@@ -204,97 +160,8 @@ def status_cmd(
                   markup=False, soft_wrap=True)
 
 
-flag_app = typer.Typer(help=f"Feature flags (Redis keys {flag_key('<name>')}).",
-                       no_args_is_help=True)
-canary_app = typer.Typer(help="The canary: status, kill switch, weight, promote, rollback.",
-                         no_args_is_help=True)
 app.add_typer(flag_app, name="flag")
 app.add_typer(canary_app, name="canary")
-
-
-def _redis() -> controls.redis.Redis:
-    """The operator's client of the environment's Redis (aws: found from the tags)."""
-    env = _env(None, show=_note)
-    return controls.client(env.settings, env.state)
-
-
-@flag_app.command("set")
-def flag_set(name: str, value: Annotated[str, typer.Argument(help="on, off or N%")]) -> None:
-    """Set a flag: on, off or N% of users."""
-    controls.check_flag(name, value)  # before Redis: the input's error first
-    stored = controls.set_flag(_redis(), name, value)
-    console.print(f"{flag_key(name)} = {stored}", markup=False)
-
-
-@flag_app.command("delete")
-def flag_delete(name: str) -> None:
-    """Delete a flag (it then reads as off)."""
-    controls.check_flag_name(name)  # before Redis: the input's error first
-    existed = controls.delete_flag(_redis(), name)
-    console.print(f"{flag_key(name)} deleted (reads as off)" if existed
-                  else f"{flag_key(name)} was not set", markup=False)
-
-
-@flag_app.command("list")
-def flag_list() -> None:
-    """List every flag and its value."""
-    flags = controls.list_flags(_redis())
-    if not flags:
-        console.print("no flags set (every flag is off)")
-    for name, value in flags.items():
-        print(f"{name}\t{value}")  # tab-separated, for scripts
-
-
-@canary_app.command("status")
-def canary_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Weight, alert, versions, and requests and 5xx counts of canary and prod."""
-    out = canary.report(_env(None))
-    if as_json:
-        print(json.dumps(out, indent=2))
-        return
-    alert = "[red]on[/]" if out["alert"] else "off"
-    console.print(f"canary weight {out['weight']}%   alert {alert}")
-    table = Table("id", "role", "version", "status", "requests", "5xx")
-    for srv in out["servers"]:
-        table.add_row(srv["id"], srv["role"], (srv["version"] or "-")[:12],
-                      str(srv.get("status", "-")), str(srv.get("requests", "-")),
-                      str(srv.get("5xx", "-")))
-    console.print(table)
-
-
-@canary_app.command("alert")
-def canary_alert() -> None:
-    """Raise the canary alert: the canary gets no new request, at once."""
-    controls.set_alert(_redis(), True)
-    console.print(f"{CANARY_ALERT} = on (the canary receives no traffic)", markup=False)
-
-
-@canary_app.command("clear")
-def canary_clear() -> None:
-    """Clear the canary alert: the canary gets its share again."""
-    controls.set_alert(_redis(), False)
-    console.print(f"{CANARY_ALERT} = off", markup=False)
-
-
-@canary_app.command("weight")
-def canary_weight(value: Annotated[str, typer.Argument(
-        metavar="N", help="the canary's share of requests, an integer 0-100")]) -> None:
-    """Set the canary's share of traffic in percent (canary:weight)."""
-    weight = controls.check_weight(value)  # before Redis: the input's error first
-    controls.set_weight(_redis(), str(weight))
-    console.print(f"{CANARY_WEIGHT} = {weight}", markup=False)
-
-
-@canary_app.command("promote")
-def canary_promote() -> None:
-    """Deploy the canary's commit to every prod server, one at a time, each drained first."""
-    canary.promote(_env(None))
-
-
-@canary_app.command("rollback")
-def canary_rollback() -> None:
-    """Redeploy prod's commit to the canary."""
-    canary.rollback(_env(None))
 
 
 scale_app = typer.Typer(help="Scale prod out and in (what the monitor calls).",
@@ -306,7 +173,7 @@ app.add_typer(scale_app, name="scale")
 def scale_out(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_MAX_LIMIT)] = 4,
               ) -> None:
     """Add a prod instance serving prod's commit, in rotation once healthy."""
-    line = _env(None).scale_out(max_count)
+    line = environment_for(None).scale_out(max_count)
     if line is None:
         console.print(f"nothing to do: prod is at its maximum of {max_count} instances")
         raise SystemExit(3)
@@ -317,7 +184,7 @@ def scale_out(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_M
 def scale_in(max_count: Annotated[int, typer.Option("--max", min=1, max=SCALE_MAX_LIMIT,
                                                     hidden=True)] = 4) -> None:
     """Drain and remove the newest autoscaled prod instance (never those `up` made)."""
-    line = _env(None).scale_in()
+    line = environment_for(None).scale_in()
     if line is None:
         console.print("nothing to do: no autoscaled prod instance")
         raise SystemExit(3)
@@ -363,7 +230,7 @@ def dashboard(
     from cdpipe.dashboard.server import serve
 
     tls = tls_context(host, tls_cert, tls_key, insecure)  # before anything else runs
-    env = _env(None, show=_note)
+    env = environment_for(None, show=note)
     if not env.state.instances:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
 
@@ -379,7 +246,7 @@ def dashboard(
 @app.command()
 def down(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
     """Stop and remove every instance cdpipe created, leaving nothing running."""
-    removed = _env(provider, environment).down()
+    removed = environment_for(provider, environment).down()
     console.print(f"removed {len(removed)} instance(s): {', '.join(removed) or 'none'}")
 
 

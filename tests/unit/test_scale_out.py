@@ -230,7 +230,7 @@ def test_scale_out_exits_4_when_aws_refuses_and_1_on_other_failures(
         def scale_out(self, max_count: int) -> str:
             raise error
 
-    monkeypatch.setattr(cli, "_env", lambda *a, **k: Refusing())
+    monkeypatch.setattr(cli, "environment_for", lambda *a, **k: Refusing())
     with pytest.raises(SystemExit) as exited:
         cli.main(["scale", "out", "--max", "3"])
     assert exited.value.code == code
