@@ -2,8 +2,8 @@
 
 Every deploy that runs (``up``, ``deploy``, the canary's promote and rollback, the
 configure of a scaled-out instance) is recorded, done or failed, at the head of
-``deploy:history`` in the environment's Redis as the deployer user (JSON: at, finished,
-commit, ref, target, command, result, error, by; see ``Environment.recorded``).
+``deploy:history`` in the environment's Redis as the deployer user
+(:mod:`cdpipe.deploy_record`).
 
 Where the provider keeps the facts outside this machine (aws: the instances' tags), they
 are read again whenever an Environment is made and when its lock is taken: the state
@@ -14,17 +14,15 @@ environment's id acts on the running environment instead of making a second one.
 from __future__ import annotations
 
 import fcntl
-import getpass
-import os
-import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cdpipe import (
     PROJECT_ROOT,
     controls,
+    deploy_record,
     env_lock,
     gitref,
     inventory,
@@ -39,23 +37,14 @@ from cdpipe.errors import CdpipeError
 from cdpipe.model import APP_ROLES, Instance, Role
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
-from cdpipe_host import discovery, history
-from cdpipe_host.keys import DEPLOY_HISTORY, servers_key
-from cdpipe_host.names import one_line, shown
+from cdpipe_host import discovery
+from cdpipe_host.keys import servers_key
+from cdpipe_host.names import shown
 
 DEFAULT_LAYOUT: dict[Role, int] = {"proxy": 1, "redis": 1, "prod": 1, "canary": 1}
 Show = Callable[[str], None]
 # The commands that refuse to act without the environment lock (see Environment.locked).
 LOCK_REQUIRED = ("scale out", "scale in")
-
-
-def deployed_by() -> str:
-    """``user@host`` of this process, as the deploy history names who deployed."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no login name, no passwd entry (a container)
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 class Environment:
@@ -228,7 +217,7 @@ class Environment:
             self.show(f"provisioning {self.provider.name} instances")
             self.provision(secret_files.ALL)  # site.yml configures every role
             self.provider.record_options(self.state)
-            with self.recorded("up", ref, sha, APP_ROLES):
+            with deploy_record.recorded(self.deployer_client, self.show, "up", ref, sha, APP_ROLES):
                 self.show(f"configuring with Ansible; deploying {sha[:12]} to prod and "
                           "canary")
                 extra: dict[str, str | bool] = {"app_ref": sha}
@@ -259,7 +248,7 @@ class Environment:
         secret_files.require(self.settings.secrets_dir, secret_files.DEPLOY + secret_files.LOCK)
         sha = self.resolve(ref)
         roles = [target] if target else list(APP_ROLES)
-        with self.recorded(command, ref, sha, roles):
+        with deploy_record.recorded(self.deployer_client, self.show, command, ref, sha, roles):
             self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
             result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
             for role in roles:
@@ -267,36 +256,11 @@ class Environment:
             self._record_deployed()
             return result
 
-    @contextmanager
-    def recorded(self, command: str, ref: str, sha: str, roles: Sequence[str],
-                 **extra: str) -> Iterator[None]:
-        """Records the deploy the block runs in ``deploy:history``, done or failed (its
-        exception goes up unchanged). When Redis does not take the record, one line
-        says so and nothing else changes."""
-        started = time.time()
-        try:
-            yield
-        except BaseException as exc:
-            error = one_line(str(exc), 400) or type(exc).__name__
-            self._record_deploy(command, ref, sha, roles, started, error, extra)
-            raise
-        self._record_deploy(command, ref, sha, roles, started, None, extra)
-
-    def _record_deploy(self, command: str, ref: str, sha: str, roles: Sequence[str],
-                       started: float, error: str | None, extra: Mapping[str, str]) -> None:
-        entry = {"at": started, "finished": time.time(), "commit": sha, "ref": ref,
-                 "target": ",".join(roles), "command": command,
-                 "result": "ok" if error is None else "failed", "error": error or "",
-                 "by": deployed_by(), **extra}
-        not_recorded = f"the {command} of {sha[:12]} was not recorded in {DEPLOY_HISTORY}"
+    def deployer_client(self) -> controls.redis.Redis:
+        """The deployer user's client of the environment's Redis (the deploy history)."""
         if not self.state.of_role("redis"):
-            self.show(f"{not_recorded}: the environment has no Redis instance")
-            return
-        try:
-            r = controls.client(self.settings, self.state, user=redis_users.DEPLOYER)
-            history.record(r, DEPLOY_HISTORY, entry)
-        except (CdpipeError, controls.redis.RedisError) as exc:
-            self.show(f"{not_recorded}: {one_line(str(exc), 300)}")
+            raise CdpipeError("the environment has no Redis instance")
+        return controls.client(self.settings, self.state, user=redis_users.DEPLOYER)
 
     def _record_deployed(self) -> None:
         """Saves the deployed commits, then has the provider record them (EC2: tags)."""
@@ -334,7 +298,8 @@ class Environment:
             self.save()
             new = created[0]
             self.show(f"created {new.id} at {new.url()}; deploying {commit[:12]}")
-            with self.recorded("scale out", commit, commit, ["prod"], instance=new.id):
+            with deploy_record.recorded(self.deployer_client, self.show, "scale out", commit,
+                                        commit, ["prod"], instance=new.id):
                 return self._configure_new(new, commit)
 
     def _configure_new(self, new: Instance, commit: str) -> str:

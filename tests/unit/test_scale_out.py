@@ -13,8 +13,7 @@ import botocore.exceptions
 import pytest
 import yaml
 
-from cdpipe import cli, providers, secret_files
-from cdpipe import environment as environment_mod
+from cdpipe import cli, deploy_record, providers, secret_files
 from cdpipe import state as state_mod
 from cdpipe.ansible_runner import PlaybookResult
 from cdpipe.config import Settings
@@ -197,7 +196,7 @@ def test_the_configure_of_the_new_instance_is_in_the_deploy_history(
     """Recorded done and failed (the record itself: tests/integration/
     test_records.py); the failure's exception goes up unchanged."""
     recorded: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(environment_mod.history, "record",
+    monkeypatch.setattr(deploy_record.history, "record",
                         lambda r, key, entry: recorded.append((key, entry)))
     monkeypatch.setattr(env, "_playbook", lambda *a, **k: None)
     env.scale_out(max_count=4)
