@@ -29,6 +29,9 @@ class State(BaseModel):
     next_slot: int = 0
     # Options given to `cdpipe up` that later runs keep (monitor interval, cooldown...).
     options: dict[str, str | float | int] = Field(default_factory=dict)
+    # The machine image the environment's instances start from (aws: the AMI its first
+    # instances were launched from; every later launch, a scale-out too, uses it).
+    image: str = ""
 
     def of_role(self, role: Role) -> list[Instance]:
         return [i for i in self.instances if i.role == role]

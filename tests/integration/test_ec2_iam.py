@@ -23,7 +23,7 @@ import requests
 
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.providers.aws import backoff, network, scaler_profile
+from cdpipe.providers.aws import backoff, images, network, scaler_profile
 from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
 from tests.iam_eval import Request, allowed, request_tags, resource_tags
@@ -63,6 +63,11 @@ def test_provision_makes_the_scaler_for_the_proxy_only_and_down_removes_it(
     document = iam().get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
     assert document == provider.scaler_policy()
+    # Launches only from the environment's own image, the one its instances run.
+    images = {i["ImageId"] for i in tagged(ec2(), state.environment)}
+    assert images == {state.image}
+    launch_from = next(s for s in document["Statement"] if s["Sid"] == "LaunchFromImage")
+    assert launch_from["Resource"] == f"arn:aws:ec2:us-east-1::image/{state.image}"
     profile = iam().get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [name]
     assert {i.role: profile_of(i.id) for i in state.instances} == {
@@ -321,3 +326,33 @@ def test_launching_the_proxy_without_pass_role_is_one_line(
                        f"{provider.scaler_name()} (UnauthorizedOperation): the user running "
                        f"cdpipe needs ec2:RunInstances and iam:PassRole on role "
                        f"{provider.scaler_name()}")
+
+
+def test_every_later_launch_uses_the_environments_image_not_a_newer_one(
+        moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once an environment has instances, a newer image that matches the settings (a
+    new Debian point release) changes nothing: a scale-out, from the control machine or
+    from a fresh workspace that knows only the environment's id, launches from the
+    image the environment was created with, the one the scaler's policy allows."""
+    provider, state, _lines = provisioned()
+    first = state.image
+    asked: list[str] = []
+
+    def newer(_scope: object) -> str:
+        asked.append("find_ami")
+        return "ami-0newer0000000000"
+
+    monkeypatch.setattr(images, "find_ami", newer)
+    created = provider.ensure(state, LAYOUT | {"prod": 2},  # type: ignore[arg-type]
+                              autoscaled=True)
+    fresh = Ec2Provider(Settings())
+    fresh_state = State(environment=str(state.environment), region=str(state.region),
+                        provider="aws")
+    fresh.attach(fresh_state)
+    assert fresh.refresh(fresh_state) and fresh_state.image == first
+    created += fresh.ensure(fresh_state, LAYOUT | {"prod": 3},  # type: ignore[arg-type]
+                            autoscaled=True)
+    described = ec2().describe_instances(InstanceIds=[i.id for i in created])
+    launched = {i["ImageId"] for r in described["Reservations"] for i in r["Instances"]}
+    assert len(created) == 2 and launched == {first} and asked == []
+    assert fresh.scaler_policy() == provider.scaler_policy()

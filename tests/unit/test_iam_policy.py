@@ -30,14 +30,15 @@ AUTOSCALED = MINE | {"Autoscaled": "true"}
 
 
 def launch(tags: dict[str, str], group_tags: dict[str, str] | None = None,
-           key: str = KEY, instance_type: str = TYPE, owner: str = OWNER) -> list[Request]:
+           key: str = KEY, instance_type: str = TYPE, owner: str = OWNER,
+           image: str = "ami-1") -> list[Request]:
     """The authorisation requests of one RunInstances (instance, its volume and network
     interface tagged with ``tags`` in the request), then its tagging at launch."""
     created = [f"{ARN}:instance/i-1", f"{ARN}:volume/vol-1", f"{ARN}:network-interface/eni-1"]
     run = [Request("ec2:RunInstances", arn, request_tags(tags)
                    | ({"ec2:InstanceType": instance_type} if "instance/" in arn else {}))
            for arn in created]
-    run += [Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-1",
+    run += [Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/{image}",
                     {"ec2:Owner": owner}),
             Request("ec2:RunInstances", f"{ARN}:subnet/subnet-1"),
             Request("ec2:RunInstances", f"{ARN}:key-pair/{key}"),
@@ -102,6 +103,16 @@ def test_a_launch_of_another_type_or_another_owners_image_is_refused() -> None:
     image = Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-1",
                     {"ec2:Owner": "111122223333"})
     assert allowed(ssm, image)
+
+
+def test_with_the_environments_image_known_a_launch_of_another_is_refused() -> None:
+    """Once the environment has instances, the policy names their image: another image
+    of the same owner (a newer release, or one someone published under that name) is
+    refused."""
+    own = scaler_policy("cdpipe", ENV, REGION, KEY, TYPE, OWNER, image_id="ami-1")
+    assert [r for r in launch(AUTOSCALED) if not allowed(own, r)] == []
+    refused = [r.resource for r in launch(AUTOSCALED, image="ami-2") if not allowed(own, r)]
+    assert refused == [f"arn:aws:ec2:{REGION}::image/ami-2"]
 
 
 def test_reading_is_the_scale_paths_describe_calls_only() -> None:

@@ -8,8 +8,9 @@ The least that the scale path of :mod:`cdpipe.providers.aws` needs, and no more:
   instance's user data in the account (``DescribeInstanceAttribute``);
 - ``ec2:RunInstances`` only of an instance of the environment's instance type, its
   volume and network interface tagged, in the request, with this environment's
-  ``Project``, ``Environment``, ``ManagedBy=cdpipe`` and ``Role=prod``; from an image of
-  the environment's image owner (when the AMI is found by owner and name), a subnet and
+  ``Project``, ``Environment``, ``ManagedBy=cdpipe`` and ``Role=prod``; from the
+  environment's own image (the AMI its instances were launched from), of the image
+  owner (when the AMI is found by owner and name); a subnet and
   this environment's key pair, into a security group carrying this environment's tags;
   no instance profile (no ``iam:PassRole``);
 - ``ec2:CreateTags`` only as part of that launch (``ec2:CreateAction=RunInstances``), or
@@ -47,10 +48,12 @@ def scaler_name(project: str, environment: str) -> str:
 
 def scaler_policy(project: str, environment: str, region: str, key_name: str,
                   instance_type: str, image_owner: str | None = None,
-                  ami_ssm_parameter: str | None = None, partition: str = "aws") -> dict[str, Any]:
+                  ami_ssm_parameter: str | None = None, partition: str = "aws",
+                  image_id: str | None = None) -> dict[str, Any]:
     """The policy document (a dict; ``json.dumps`` it) for environment ``environment``:
     launches of ``instance_type`` only, from images of ``image_owner`` (None: the AMI
-    comes from an SSM parameter, whose owner is not known beforehand)."""
+    comes from an SSM parameter, whose owner is not known beforehand), and from
+    ``image_id`` only when given (the environment's own image)."""
     ec2 = f"arn:{partition}:ec2:{region}"
     mine = {"ec2:ResourceTag/Project": project, "ec2:ResourceTag/Environment": environment}
     launched = [f"{ec2}:*:instance/*", f"{ec2}:*:volume/*", f"{ec2}:*:network-interface/*"]
@@ -58,7 +61,8 @@ def scaler_policy(project: str, environment: str, region: str, key_name: str,
         "aws:RequestTag/Project": project, "aws:RequestTag/Environment": environment,
         "aws:RequestTag/ManagedBy": MANAGED_BY, "aws:RequestTag/Role": SCALED_ROLE}
     image: dict[str, Any] = {"Sid": "LaunchFromImage", "Effect": "Allow",
-                             "Action": "ec2:RunInstances", "Resource": f"{ec2}::image/*"}
+                             "Action": "ec2:RunInstances",
+                             "Resource": f"{ec2}::image/{image_id or '*'}"}
     if image_owner:
         image["Condition"] = {"StringEquals": {"ec2:Owner": image_owner}}
     statements: list[dict[str, Any]] = [

@@ -1,12 +1,22 @@
-"""The machine image instances start from: the newest available AMI of the configured
+"""The machine image instances start from: the environment's own, the one its instances
+were launched from; for a new environment, the newest available AMI of the configured
 owner and name pattern (CDPIPE_AWS_AMI_OWNER, CDPIPE_AWS_AMI_NAME_FILTER), or the one an
 SSM parameter names (CDPIPE_AWS_AMI_SSM_PARAMETER)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from cdpipe.errors import CdpipeError
 from cdpipe.providers.aws.errors import aws_error
 from cdpipe.providers.aws.scope import Scope
+
+
+def launched_from(described: list[dict[str, Any]]) -> str:
+    """The image the environment's first launched instance started from ("" for none)."""
+    launched = sorted((d for d in described if d.get("ImageId")),
+                      key=lambda d: str(d.get("LaunchTime", "")))
+    return str(launched[0]["ImageId"]) if launched else ""
 
 
 def find_ami(scope: Scope) -> str:

@@ -40,6 +40,8 @@ class Ec2Provider(Provider):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scope = Scope(settings)
+        # The environment's own image (State.image): the AMI its instances start from.
+        self.image: str = ""
 
     @property
     def environment(self) -> str | None:
@@ -78,6 +80,7 @@ class Ec2Provider(Provider):
             self.environment = recorded
         else:
             self.environment = wanted
+        self.image = state.image
         if state.region and state.region != self.region:
             if self.settings.aws_region:
                 raise CdpipeError(
@@ -104,6 +107,7 @@ class Ec2Provider(Provider):
         if live:
             state.environment, state.region, state.provider = (
                 self.scope.env_id(), str(self.region), self.name)
+            state.image = self.image = images.launched_from(raw) or state.image
         return True
 
     def tags(self, role: str | None = None) -> dict[str, str]:
@@ -140,7 +144,7 @@ class Ec2Provider(Provider):
         return iam_policy.scaler_policy(
             self.settings.aws_project, self.scope.env_id(), str(self.region),
             self.key_pair_name(), self.settings.aws_instance_type, owner,
-            self.settings.aws_ami_ssm_parameter, partition)
+            self.settings.aws_ami_ssm_parameter, partition, self.image or None)
 
     def scaler_profile(self) -> ScalerProfile:
         return ScalerProfile(self.iam, self.ec2, self.scaler_name(), self.tags(),
@@ -173,15 +177,22 @@ class Ec2Provider(Provider):
             # and needs no IAM; provision also makes the proxy's instance profile.
             groups = (network.find_groups(self.scope) if autoscaled
                       else network.ensure_groups(self.scope))
-            profile = None if autoscaled else self.ensure_scaler_profile()
             alive = self.describe()  # one call, grouped by the Role tag
             existing = {role: [r for r in alive if tags_of(r).get("Role") == role]
                         for role in ROLES}
+            missing = {role: wanted.get(role, 0) - len(existing[role]) for role in ROLES}
+            # Every launch uses the environment's own image (that of its instances); a
+            # new environment's is the newest that matches the settings. The scaler's
+            # policy allows launches from that image only.
+            self.image = images.launched_from(alive) or self.image
+            if not self.image and (not autoscaled or any(n > 0 for n in missing.values())):
+                self.image = images.find_ami(self.scope)
+            state.image = self.image
+            profile = None if autoscaled else self.ensure_scaler_profile()
             if profile:
                 self.scaler_profile().attach(existing["proxy"])
-            missing = {role: wanted.get(role, 0) - len(existing[role]) for role in ROLES}
             if any(n > 0 for n in missing.values()):
-                ami = images.find_ami(self.scope)
+                ami = self.image
                 for role, count in missing.items():
                     for n in range(count):
                         created_ids.append(self._launch(
