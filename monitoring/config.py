@@ -51,6 +51,15 @@ class Rule(Strict):
                              f"upper ({self.upper})")
         if self.scale and (self.role != "prod" or self.aggregate != "avg"):
             raise ValueError(f"rule {self.name}: only an avg rule on role prod can scale")
+        if self.scale and self.lower is not None and self.lower > self.upper / 2:
+            # One instance more can halve the average (1 -> 2), one fewer double it: a
+            # lower bound above half the upper one scales back in right after a
+            # scale-out, and out again after the scale-in.
+            raise ValueError(
+                f"rule {self.name}: lower ({self.lower:g}) must be at most half of upper "
+                f"({self.upper:g}) on a scaling rule: one more instance can halve the "
+                "average, which would then be below lower and scale back in (the "
+                "instances would come and go)")
         return self
 
     @property

@@ -53,6 +53,20 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, text: str, message:
     assert "\n" not in str(exc.value)
 
 
+def test_a_scaling_rule_whose_bounds_would_oscillate_is_refused(tmp_path: Path) -> None:
+    """40 / 30: two instances at 41% scale out to three at 27.3%, below 30, which scales
+    back in to two at 41%, and so on. A lower bound of at most half the upper one cannot
+    do that (one instance more at most halves the average); an alert rule has no such
+    loop and keeps its bounds."""
+    rule = "rules:\n  - {name: x, metric: cpu_percent, role: prod, upper: 40, lower: %s%s}"
+    with pytest.raises(ConfigError, match=r"rule x: lower \(30\) must be at most half of "
+                                          r"upper \(40\) on a scaling rule") as exc:
+        load(write(tmp_path, rule % (30, ", scale: true")))
+    assert "\n" not in str(exc.value)
+    assert load(write(tmp_path, rule % (20, ", scale: true"))).rules[0].lower == 20
+    assert load(write(tmp_path, rule % (30, ""))).rules[0].lower == 30
+
+
 def test_monitor_refuses_bad_rules_at_start(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yml"
     rules.write_text("rules:\n  - {name: x, metric: cpu_percent, role: prod, upper: 5, "
