@@ -110,6 +110,17 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def stop(proc: subprocess.Popen[str], grace: float = 30.0) -> None:
+    """Asks ansible-playbook to stop (SIGTERM), then kills it after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_playbook(
     playbook: str,
     inventory: Path,
@@ -140,11 +151,15 @@ def run_playbook(
             env=ansible_env(), cwd=PROJECT_ROOT,
         )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            parser.feed(line)
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                parser.feed(line)
+            code = proc.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: the playbook stops with cdpipe
+            stop(proc)
+            raise
     result = parser.result
     result.log_path = log_path
     result.seconds = time.monotonic() - started

@@ -20,6 +20,7 @@ from cdpipe.cli_support import (
     err_console,
     note,
     redis_cli_hint,
+    stop_on_sigterm,
 )
 from cdpipe.errors import CdpipeError
 from cdpipe.model import DASHBOARD_PORT
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     """Every bad input ends in one line on stderr and a non-zero exit: the command's
     own errors (exit 1) and Click's usage errors (exit 2; Click would print a usage
     box)."""
+    stop_on_sigterm()
     try:
         code = app(args=argv, prog_name="cdpipe", standalone_mode=False)
     except CdpipeError as exc:

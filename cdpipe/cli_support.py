@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -63,3 +64,15 @@ def environment_for(provider: ProviderChoice | None, environment: str | None = N
         config.check_environment_id(environment, "--env")
     return Environment(config.load(), provider.value if provider else None, show=show,
                        environment=environment)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends a command the way Ctrl-C does: its playbook is stopped and the
+    environment lock released on the way out. (The monitor's bound on a scale command
+    sends it, and sudo relays it; by default Python would die at once, leaving its
+    playbook running and the lock to expire.)"""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)

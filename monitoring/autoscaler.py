@@ -41,6 +41,10 @@ EVENTS = MONITOR_SCALE_EVENTS
 NOTHING_TO_DO = 3  # exit code of `cdpipe scale` at its limits
 AWS_REFUSED = 4  # exit code of `cdpipe scale out` when AWS refuses (capacity, limits)
 COMMAND_TIMEOUT = 900.0
+# After COMMAND_TIMEOUT the command is asked to stop (SIGTERM: sudo relays it to cdpipe,
+# which stops its playbook and releases the environment lock), and killed only if it
+# has not ended this long after.
+STOP_GRACE = 30.0
 
 
 @dataclass
@@ -119,15 +123,27 @@ class Autoscaler:
         """(exit code or None when it did not end in time, last line of output, last
         line of errors)."""
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                 timeout=COMMAND_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None, "", f"the scale command did not end within {COMMAND_TIMEOUT:.0f} s"
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
         except OSError as exc:
             return None, "", f"the scale command did not start: {exc}"
-        last = (out.stdout.strip().splitlines() or [""])[-1]
-        err = (out.stderr.strip().splitlines() or [last or "no output"])[-1]
-        return out.returncode, last, err.removeprefix("error: ")
+        try:
+            stdout, stderr = proc.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # Killed at once, sudo would die and leave cdpipe running, holding the lock.
+            proc.terminate()
+            try:
+                proc.communicate(timeout=STOP_GRACE)
+                how = "stopped"
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                how = f"killed {STOP_GRACE:.0f} s after it was asked to stop"
+            return None, "", (f"the scale command did not end within "
+                              f"{COMMAND_TIMEOUT:.0f} s ({how})")
+        last = (stdout.strip().splitlines() or [""])[-1]
+        err = (stderr.strip().splitlines() or [last or "no output"])[-1]
+        return proc.returncode, last, err.removeprefix("error: ")
 
     def act(self, decision: Decision) -> Result:
         """Runs the scale command; what it did and the mail to send."""

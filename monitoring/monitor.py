@@ -31,12 +31,31 @@ from monitoring import config as config_mod
 from monitoring.alerts import AlertBook
 from monitoring.autoscaler import Autoscaler, Decision
 from monitoring.canary_judge import Judge, Verdict
-from monitoring.config import METRIC_SERIES, MonitorConfig
+from monitoring.config import METRIC_SERIES, MonitorConfig, Rule
 from monitoring.mailer import OUTBOX, deliver_due, message
 from monitoring.samples import SampleHistory
 from monitoring.scrape import Sample, poll
 
 log = logging.getLogger("monitor")
+
+
+SATURATED = 100.0  # the CPU a rule reads for an instance whose /metrics timed out
+
+
+def readings(rule: Rule, samples: list[Sample]) -> dict[str, float]:
+    """Each instance of the rule's role and its value of the rule's metric this poll. An
+    instance whose /metrics timed out reads as a saturated CPU: a worker busy to its
+    limit cannot answer either, and leaving it out of the average would leave out the
+    very spike a scaling rule is for (every prod instance timing out would leave no
+    average at all). One that refused or failed otherwise is left out (instance-down
+    covers it)."""
+    series = METRIC_SERIES[rule.metric]
+    values = {s.target_id: s.gauges[series] for s in samples
+              if s.ok and s.role == rule.role and series in s.gauges}
+    if rule.metric == "cpu_percent":
+        values |= {s.target_id: SATURATED for s in samples
+                   if s.timed_out and s.role == rule.role}
+    return values
 
 
 class Monitor:
@@ -87,9 +106,7 @@ class Monitor:
                                 clear_polls=self.cfg.down_after_polls)
         self.alerts.forget_missing(live, "instance-down/")
         for rule in self.cfg.rules:
-            series = METRIC_SERIES[rule.metric]
-            values = {s.target_id: s.gauges[series] for s in samples
-                      if s.ok and s.role == rule.role and series in s.gauges}
+            values = readings(rule, samples)
             log.info("rule %s (%s %s, upper %s): %s", rule.name, rule.role, rule.metric,
                      rule.upper, " ".join(f"{t}={v:.1f}" for t, v in list(values.items())[:8])
                      + (" ..." if len(values) > 8 else ""))

@@ -23,6 +23,7 @@ class Sample:
     role: str
     ok: bool
     error: str = ""
+    timed_out: bool = False  # no answer within the timeout (not refused, not an error)
     seconds: float = 0.0
     gauges: dict[str, float] = field(default_factory=dict)
     series: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
@@ -54,7 +55,10 @@ async def _one(session: aiohttp.ClientSession, target_id: str, role: str, url: s
                 sample.ok = True
     except ValueError as exc:
         sample.error = f"unreadable metrics: {exc}"
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+        sample.timed_out = True
+        sample.error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+    except (aiohttp.ClientError, OSError) as exc:
         sample.error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     sample.seconds = time.monotonic() - started
     return sample

@@ -1,0 +1,94 @@
+"""Scale decisions under stress, against real sockets and a real redis-server: a prod
+instance whose /metrics does not answer in time reads as saturated (its worker is busy
+to its limit), so the spike a scaling rule exists for still scales out; and a scale
+command that overruns its bound is asked to stop (SIGTERM, which sudo relays to
+cdpipe) before it is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from monitoring import autoscaler
+from monitoring.autoscaler import Autoscaler
+from monitoring.config import Rule, Scaling
+from monitoring.monitor import SATURATED, readings
+from monitoring.scrape import poll
+
+RULE = Rule.model_validate({"name": "prod-cpu", "metric": "cpu_percent", "role": "prod",
+                            "upper": 40, "lower": 5, "for": 2, "scale": True})
+MEMORY = Rule.model_validate({"name": "prod-mem", "metric": "memory_percent",
+                              "role": "prod", "upper": 80})
+
+
+@pytest.fixture
+def r(redis_server: tuple[int, str]) -> Iterator[redis.Redis]:
+    port, password = redis_server
+    client = redis.Redis(port=port, password=password, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[int]:
+    """A port whose server accepts (the kernel does) and never answers: a saturated
+    single worker, as the monitor sees it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
+
+
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: connections are refused
+
+
+def test_a_prod_tier_that_stops_answering_in_time_scales_out(
+        r: redis.Redis, silent: int) -> None:
+    targets = [("prod-1", "prod", f"http://127.0.0.1:{silent}/metrics"),
+               ("prod-2", "prod", f"http://127.0.0.1:{refused_port()}/metrics")]
+    scaler = Autoscaler(Scaling(command=["true"], cooldown_seconds=300), r)
+    decisions = []
+    for _ in range(RULE.for_polls):
+        samples = asyncio.run(poll(targets, timeout=0.5))
+        hung, dead = samples
+        assert (hung.ok, hung.timed_out, dead.ok, dead.timed_out) == (False, True, False, False)
+        values = readings(RULE, samples)
+        assert values == {"prod-1": SATURATED}  # the refused one is instance-down's
+        assert readings(MEMORY, samples) == {}  # no answer says nothing of memory
+        decisions.append(scaler.observe(RULE, sum(values.values()) / len(values), 2))
+    assert decisions[0] is None and decisions[-1] is not None
+    assert decisions[-1].direction == "out"
+
+
+# A scale command that overruns: it records the SIGTERM it gets (as cdpipe, reached
+# through sudo, releases the environment lock on it) and would otherwise run on.
+OVERRUN = """\
+import signal, sys, time
+def stop(signum, frame):
+    open(sys.argv[1], "w").write("stopped")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("scaling out", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_scale_command_past_its_bound_is_asked_to_stop_before_it_is_killed(
+        r: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autoscaler, "COMMAND_TIMEOUT", 1.0)
+    script, marker = tmp_path / "overrun.py", tmp_path / "stopped"
+    script.write_text(OVERRUN, encoding="utf-8")
+    scaler = Autoscaler(Scaling(command=[sys.executable, str(script), str(marker)],
+                                cooldown_seconds=300), r)
+    code, _last, err = scaler._run([sys.executable, str(script), str(marker)])
+    assert code is None and "did not end within 1 s" in err
+    assert marker.read_text() == "stopped"  # killed at once, it could not have said so
