@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -262,25 +263,28 @@ def main(argv: list[str] | None = None) -> None:
     """Every bad input ends in one line on stderr and a non-zero exit: the command's
     own errors (exit 1) and Click's usage errors (exit 2; Click would print a usage
     box)."""
-    stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
-        code = app(args=argv, prog_name="cdpipe", standalone_mode=False)
-    except CdpipeError as exc:
-        # Our messages cut the values they quote; a long one (Ansible's) stays whole.
-        _error(str(exc), 4000)
-        raise SystemExit(exc.exit_code) from None
-    except typer.TyperException as exc:  # Click's usage errors: bad option, argument...
-        message = exc.format_message()
-        if not message:  # a group called without a command: its help is printed
+        try:
+            code = app(args=argv, prog_name="cdpipe", standalone_mode=False)
+        except CdpipeError as exc:
+            # Our messages cut the values they quote; a long one (Ansible's) stays whole.
+            _error(str(exc), 4000)
             raise SystemExit(exc.exit_code) from None
-        ctx = getattr(exc, "ctx", None)
-        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        _error(f"{message}{hint}", 400)  # Click quotes values whole
-        raise SystemExit(exc.exit_code) from None
-    except (KeyboardInterrupt, typer.Abort):
-        err_console.print("[bold red]interrupted[/]")
-        raise SystemExit(130) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
+        except typer.TyperException as exc:  # Click's usage errors: bad option, argument...
+            message = exc.format_message()
+            if not message:  # a group called without a command: its help is printed
+                raise SystemExit(exc.exit_code) from None
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _error(f"{message}{hint}", 400)  # Click quotes values whole
+            raise SystemExit(exc.exit_code) from None
+        except (KeyboardInterrupt, typer.Abort):
+            err_console.print("[bold red]interrupted[/]")
+            raise SystemExit(130) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a caller in this process keeps its own
 
 
 if __name__ == "__main__":

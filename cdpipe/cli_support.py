@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -66,7 +66,7 @@ def environment_for(provider: ProviderChoice | None, environment: str | None = N
                        environment=environment)
 
 
-def stop_on_sigterm() -> None:
+def stop_on_sigterm() -> Any:
     """SIGTERM ends a command the way Ctrl-C does: its playbook is stopped and the
     environment lock released on the way out. (The monitor's bound on a scale command
     sends it, and sudo relays it; by default Python would die at once, leaving its
@@ -75,4 +75,4 @@ def stop_on_sigterm() -> None:
     def stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    return signal.signal(signal.SIGTERM, stop)  # the handler before, to put back

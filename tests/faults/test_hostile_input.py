@@ -296,7 +296,7 @@ def test_a_bad_outbox_message_is_set_aside_and_the_rest_delivered(rig: Rig) -> N
 
 def test_hostile_flags_and_canary_values_are_read_safely(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from cdpipe import cli
+    from cdpipe import cli, cli_controls
 
     r = rig.redis()
     r.set(flag_key("hiddenfeature"), "x" * MB)
@@ -306,7 +306,7 @@ def test_hostile_flags_and_canary_values_are_read_safely(
     r.set(CANARY_WEIGHT, "\x1b[2J" + "9" * MB)
     # The CLI's own command, against this Redis (how it finds an environment's Redis
     # is another concern: ACL users and the state file).
-    monkeypatch.setattr(cli, "_redis", lambda: rig.redis())
+    monkeypatch.setattr(cli_controls, "_redis", lambda: rig.redis())
     with pytest.raises(SystemExit) as done:
         cli.main(["flag", "list"])
     assert done.value.code == 0
