@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from tests.support import free_port
+from devkit import free_port
 from tests.xdist_groups import check_groups, make_scheduler
 
 # What the tests themselves read from the caller's environment; every other AWS_* and

@@ -1,7 +1,8 @@
-"""Helpers of the tests: waiting for a condition, reading a Maildir. What tests share
-with the benchmarks (free ports, scratch repositories, a scratch cdpipe home's
-environment) lives in ``devkit`` and is imported here, so ``from tests.support import
-free_port`` keeps working."""
+"""Helpers of the tests alone: waiting for a condition, reading a Maildir, stopping a
+process tree, and the fixtures of the integration files that share one ACL'd
+redis-server per module. What tests share with the benchmarks (free ports, scratch
+repositories, a scratch cdpipe home's environment, servers) is in ``devkit``, imported
+from there."""
 
 from __future__ import annotations
 
@@ -10,24 +11,16 @@ import mailbox
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from devkit import (
-    cdpipe_env,
-    commit_change,
-    free_port,
-    free_port_block,
-    git,
-    git_init,
-    make_scratch_repo,
-)
-
-__all__ = ["cdpipe_env", "commit_change", "free_port", "free_port_block", "git", "git_init",
-           "maildir_subjects", "make_scratch_repo", "wait_until"]
+from cdpipe.model import Instance
+from cdpipe.redis_users import password_name
+from cdpipe.state import State, save
+from devkit.acl_redis import AclRedis, acl_redis
 
 
 def wait_until(check: Callable[[], bool], timeout: float,
@@ -70,3 +63,29 @@ def kill_tree(root_pid: int) -> None:
     # Gone (reaped by supervisor) before the case goes on: what it does next happens
     # while the process is dead.
     psutil.wait_procs(procs, timeout=10)
+
+
+# One ACL'd redis-server per module (the redis role's users and rules), for the
+# integration files that import ``server`` and ``clean``: every test there starts from
+# an empty Redis. Not in a conftest: the autouse flush must reach only those modules.
+@pytest.fixture(scope="module")
+def server() -> Iterator[AclRedis]:
+    with acl_redis() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean(server: AclRedis) -> None:
+    server.client("admin").flushall()
+
+
+def home_on(server: AclRedis, home: Path) -> None:
+    """A CDPIPE_HOME whose environment is this Redis alone: every user's password in
+    its secrets directory, a state with one redis instance on the server's port."""
+    secrets_dir = home / "secrets"
+    secrets_dir.mkdir(parents=True)
+    for user, password in server.passwords.items():
+        (secrets_dir / password_name(user)).write_text(password + "\n")
+    save(home / "state.json", State(instances=[Instance(
+        id="redis-1", role="redis", host="127.0.0.1", ports={"redis": server.port},
+        provider="local")]))

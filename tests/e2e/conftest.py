@@ -18,7 +18,7 @@ import redis
 
 from cdpipe.controls import format_redis_url
 from cdpipe.redis_users import ADMIN, password_name
-from tests.support import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
+from devkit import cdpipe_env, commit_change, free_port_block, git, make_scratch_repo
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

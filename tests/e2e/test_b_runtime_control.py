@@ -15,6 +15,7 @@ import redis
 import requests
 
 from cdpipe_host.flagvalues import parse
+from devkit import free_port
 from tests.e2e.conftest import LocalEnv
 from tests.e2e.load import Load, count_requests, share
 from tests.e2e.observe import (
@@ -28,7 +29,7 @@ from tests.e2e.observe import (
     wait_synced,
     wait_weights,
 )
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 # Each test starts from the environment as `up --ref new` left it (clean_env: no flag, no
 # canary alert, weight 33, only the inventory's servers, both roles on `new`), whatever

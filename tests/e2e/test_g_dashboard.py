@@ -18,11 +18,12 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cdpipe.redis_users import OPERATOR, password_name
+from devkit import free_port
 from devkit.dashboard import Dashboard, dashboard_process, launch
 from tests.e2e.conftest import LocalEnv
 from tests.e2e.load import Load, share
 from tests.e2e.observe import wait_held_out
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_env")]
 

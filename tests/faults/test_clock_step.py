@@ -22,11 +22,12 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
+from devkit import free_port
 from monitoring.autoscaler import LAST_ACTION, Autoscaler
 from monitoring.config import CanaryJudge, MonitorConfig, Scaling, Smtp, Target
 from monitoring.mailsink import MaildirHandler
 from monitoring.monitor import Monitor
-from tests.support import free_port, maildir_subjects
+from tests.support import maildir_subjects
 
 HOUR = 3600.0
 REAL_TIME = time.time

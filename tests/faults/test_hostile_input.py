@@ -39,8 +39,9 @@ from cdpipe_host.keys import (
     flag_key,
     servers_key,
 )
+from devkit import cdpipe_env, free_port, free_port_block
 from monitoring.mailer import message
-from tests.support import cdpipe_env, free_port, free_port_block, wait_until
+from tests.support import wait_until
 
 PASSWORD = "hostile-test-password"
 MB = 1024 * 1024

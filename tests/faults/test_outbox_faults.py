@@ -12,10 +12,11 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
+from devkit import free_port
 from monitoring.config import Smtp
 from monitoring.mailer import OUTBOX, deliver_due, message
 from monitoring.mailsink import MaildirHandler
-from tests.support import free_port, maildir_subjects
+from tests.support import maildir_subjects
 
 
 def test_failed_delivery_under_oom_keeps_the_mail(redis_server: tuple[int, str],

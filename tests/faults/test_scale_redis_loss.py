@@ -12,11 +12,11 @@ import json
 import pytest
 import redis
 
+from devkit import free_port
 from monitoring.autoscaler import LAST_ACTION, Decision
 from monitoring.config import CanaryJudge, MonitorConfig, Scaling, Smtp
 from monitoring.mailer import OUTBOX
 from monitoring.monitor import Monitor
-from tests.support import free_port
 
 SCALE_MAIL = "[cdpipe] SCALE OUT: scaled out: prod-9"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import free_port, wait_until
+from devkit import free_port
+from tests.support import wait_until
 
 BIN = Path(sys.executable).parent
 XENIAL = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"  # one of moto's AMIs

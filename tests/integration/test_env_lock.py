@@ -30,9 +30,9 @@ from cdpipe.model import Instance
 from cdpipe.redis_users import password_name
 from cdpipe.state import State, save
 from cdpipe_host.keys import ENV_LOCK
+from devkit import cdpipe_env, free_port
 from devkit.acl_redis import AclRedis
-from tests.acl_server import clean, server  # noqa: F401 (fixtures)
-from tests.support import cdpipe_env, free_port
+from tests.support import clean, server  # noqa: F401 (fixtures)
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

@@ -135,7 +135,7 @@ def test_forked_child_gets_its_own_listener(setup) -> None:  # type: ignore[no-u
 
 
 def test_redis_outage_keeps_last_values_then_catches_up(tmp_path: Path) -> None:
-    from tests.support import free_port
+    from devkit import free_port
 
     port, password = free_port(), "pw"
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass",

@@ -28,11 +28,12 @@ from cdpipe_host.keys import (
 )
 from cdpipe_host.names import DECODE_ERRORS
 from cdpipe_host.proxy.desired import read_desired
+from devkit import free_port
 from monitoring.config import MonitorConfig
 from monitoring.mailer import MAX_BACKOFF_SECONDS, MAX_TRIES, deliver_due, message
 from monitoring.mailsink import MaildirHandler
 from monitoring.monitor import Monitor
-from tests.support import free_port, maildir_subjects, wait_until
+from tests.support import maildir_subjects, wait_until
 
 MB = 1024 * 1024
 HOSTILE: dict[bytes, bytes] = {

@@ -19,10 +19,10 @@ import pytest
 import redis
 import yaml
 
+from devkit import free_port
 from devkit.smtp_relay import SmtpRelay
 from monitoring.config import PASSWORD_VARIABLE, Smtp
 from monitoring.mailer import OUTBOX, deliver_due, message
-from tests.support import free_port
 
 SUBJECT = "[cdpipe] FIRING prod-cpu"
 # aiosmtpd's auth_require_tls only knows STARTTLS: with TLS from the first byte it is off

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from devkit import free_port
 from monitoring.config import MonitorConfig
 from monitoring.mailer import deliver_due
 from monitoring.mailsink import MaildirHandler
 from monitoring.monitor import Monitor
-from tests.support import free_port, wait_until
 from tests.support import maildir_subjects as subjects
+from tests.support import wait_until
 
 CPU = {"value": 10.0}
 # The slow endpoint answers after 3 s, or once a test releases it; it says when it did.

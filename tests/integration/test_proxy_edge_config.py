@@ -24,7 +24,8 @@ from cdpipe import PROJECT_ROOT
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime
 from cdpipe_host.proxy.desired import Desired, Server
 from cdpipe_host.proxy.render import render
-from tests.support import free_port, wait_until
+from devkit import free_port
+from tests.support import wait_until
 
 ROLE = PROJECT_ROOT / "roles" / "proxy"
 # An HTTP server that takes 0.3 s per request (so requests are in flight when it dies)

@@ -36,14 +36,14 @@ from cdpipe_host.keys import (
     MONITOR_SCALE_EVENTS,
     flag_key,
 )
+from devkit import cdpipe_env, free_port
 from devkit.acl_redis import AclRedis
 from monitoring.alerts import AlertBook
 from monitoring.canary_judge import Judge
 from monitoring.config import CanaryJudge
 from monitoring.samples import KEEP, SampleHistory
 from monitoring.scrape import Sample
-from tests.acl_server import clean, home_on, server  # noqa: F401 (fixtures)
-from tests.support import cdpipe_env, free_port
+from tests.support import clean, home_on, server  # noqa: F401 (fixtures)
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 COMMIT = "c0ffee" + "0" * 34

@@ -39,9 +39,9 @@ from cdpipe_host.keys import (
     servers_key,
 )
 from cdpipe_host.proxy.desired import read_desired
+from devkit import cdpipe_env
 from devkit.acl_redis import AclRedis
-from tests.acl_server import clean, home_on, server  # noqa: F401 (fixtures)
-from tests.support import cdpipe_env, wait_until
+from tests.support import clean, home_on, server, wait_until  # noqa: F401 (fixtures)
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 # Commands no user but admin may run, as redis-py sends them (none reaches the server's

@@ -29,10 +29,10 @@ import pytest
 import yaml
 
 from cdpipe import PROJECT_ROOT
+from devkit import git
 from rig import control
 from rig.podman import podman, unavailable
 from rig.server import RigInfo
-from tests.support import git
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 # A machine test's bound (pytest-timeout): its first test also brings the rig up and runs

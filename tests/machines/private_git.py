@@ -10,8 +10,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from devkit import free_port
 from rig.server import GATEWAY
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from cdpipe.inventory import build
 from cdpipe.providers.local import LocalProvider
 from cdpipe.redis_users import USERS
 from cdpipe.state import State
-from tests.support import cdpipe_env, commit_change, free_port_block, git, git_init
+from devkit import cdpipe_env, commit_change, free_port_block, git, git_init
 
 CDPIPE = str(Path(sys.executable).parent / "cdpipe")
 

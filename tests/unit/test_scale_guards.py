@@ -19,11 +19,11 @@ import pytest
 import redis
 
 from cdpipe_host.keys import MONITOR_SCALE_FAILING
+from devkit import free_port
 from monitoring.autoscaler import AWS_REFUSED, FAILING, LAST_ACTION, Autoscaler, Decision
 from monitoring.config import CanaryJudge, MonitorConfig, Rule, Scaling, Smtp
 from monitoring.mailer import OUTBOX
 from monitoring.monitor import Monitor
-from tests.support import free_port
 
 COOLDOWN = 300.0
 REMIND = 3600.0
