@@ -2,33 +2,30 @@
 
 The full output goes to ``<home>/logs/<time>-<playbook>.log``; the terminal gets one
 line per task result. A failure becomes one ``CdpipeError`` line naming the host, the
-task and Ansible's message, with the log's path.
+task and Ansible's message, with the log's path. What cdpipe reads of a run (tasks,
+results, failures, the recap) comes from Ansible's own structured results, as JSON
+lines from the project's callback plugin (``callback_plugins/cdpipe_events.py``), never
+from the human output, whose text a loop item or an ansible-core upgrade can change.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.errors import CdpipeError
 
-TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
-RESULT_RE = re.compile(
-    r"^(?P<status>ok|changed|skipping|fatal|failed|unreachable|rescued): "
-    r"\[(?P<host>[^\]]+)\](?: \(item=[^)]*\))?(?:(?:: [A-Z!]+)? => (?P<detail>.*))?"
-)
-RECAP_RE = re.compile(
-    r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
-)
+EVENTS_PLUGIN = "cdpipe_events"  # callback_plugins/cdpipe_events.py
+LOOP_FAILED = "One or more items failed"
 
 
 @dataclass
@@ -43,13 +40,9 @@ class PlaybookResult:
         return sum(r["changed"] for r in self.recap.values())
 
 
-def _message(detail: str | None) -> str:
-    if not detail:
-        return "no detail"
-    try:
-        data = json.loads(detail)
-    except json.JSONDecodeError:
-        return detail.strip()[:300]
+def _message(data: dict[str, Any]) -> str:
+    """One line of a failed result: its message, with the command's or the module's own
+    words where the message alone says nothing."""
     msg = str(data.get("msg") or "")
     output = data.get("stderr") or data.get("module_stderr") or data.get("stdout") or ""
     # A file a `validate:` command refused: the checker's own words say why (HAProxy's
@@ -59,40 +52,51 @@ def _message(detail: str | None) -> str:
     if output and (not msg or msg in ("non-zero return code", "failed to validate")
                    or "MODULE FAILURE" in msg):
         msg = f"{msg}: {output}" if msg else str(output)
-    return " ".join((msg or detail).split())[:400]
+    return " ".join(msg.split())[:400] or "no detail"
 
 
-class OutputParser:
-    """Turns the default callback's lines into progress lines and a result."""
+class EventParser:
+    """Turns the events of callback_plugins/cdpipe_events.py (JSON lines) into progress
+    lines and a result."""
 
     def __init__(self, show: Callable[[str], None]) -> None:
         self.show = show
         self.task = ""
         self.result = PlaybookResult()
         self._shown: set[tuple[str, str]] = set()
+        self._item_failures: dict[tuple[str, str], str] = {}
 
     def feed(self, line: str) -> None:
-        line = line.rstrip("\n")
-        if m := TASK_RE.match(line):
-            self.task = m["name"]
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return  # a line cut short: the next read completes it
+        kind = event.get("event")
+        if kind == "task":
+            self.task = str(event.get("task", ""))
+        elif kind == "result":
+            self._result(event)
+        elif kind == "recap":
+            self.result.recap = {
+                str(host): {"ok": int(c["ok"]), "changed": int(c["changed"]),
+                            "unreachable": int(c["unreachable"]), "failed": int(c["failures"])}
+                for host, c in event.get("hosts", {}).items()}
+
+    def _result(self, event: dict[str, Any]) -> None:
+        status, host = str(event.get("status")), str(event.get("host"))
+        task = str(event.get("task") or self.task)
+        message = _message(event.get("result") or {})
+        if status == "item_failed" and not event.get("ignored"):
+            self._item_failures[(host, task)] = message
             return
-        if line.startswith("...ignoring"):
-            if self.result.failures:
-                self.result.failures.pop()
-            return
-        if m := RESULT_RE.match(line):
-            status, host = m["status"], m["host"]
-            if status in ("fatal", "failed", "unreachable"):
-                self.result.failures.append((host, self.task, _message(m["detail"])))
-            # Loops report once per item: show a host's first line for each task only.
-            if status != "skipping" and (host, self.task) not in self._shown:
-                self._shown.add((host, self.task))
-                self.show(f"  {host:<12} {status:<9} {self.task}")
-            return
-        if m := RECAP_RE.match(line):
-            self.result.recap[m["host"]] = {
-                k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")
-            }
+        if status in ("failed", "unreachable") and not event.get("ignored"):
+            if message == LOOP_FAILED:  # the item that failed says why
+                message = self._item_failures.get((host, task), message)
+            self.result.failures.append((host, task, message))
+        # Loops report once per item: show a host's first line for each task only.
+        if (host, task) not in self._shown:
+            self._shown.add((host, task))
+            self.show(f"  {host:<12} {status:<9} {task}")
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -102,6 +106,11 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_STDOUT_CALLBACK="default",
+        # cdpipe reads the results as events (EVENTS_PLUGIN), besides the callbacks
+        # the user enabled.
+        ANSIBLE_CALLBACKS_ENABLED=",".join(
+            [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",")
+             if c.strip()] + [EVENTS_PLUGIN]),
         PYTHONUNBUFFERED="1",
     )
     env.pop("ANSIBLE_LOG_PATH", None)
@@ -119,6 +128,15 @@ def stop(proc: subprocess.Popen[str], grace: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _feed(parser: EventParser, text: str) -> str:
+    """Feeds the whole lines of ``text``; returns the incomplete last one."""
+    *lines, rest = text.split("\n")
+    for line in lines:
+        if line.strip():
+            parser.feed(line)
+    return rest
 
 
 def run_playbook(
@@ -140,26 +158,35 @@ def run_playbook(
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs_dir.chmod(0o700)
     log_path = logs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(playbook).stem}.log"
-    parser = OutputParser(show)
+    parser = EventParser(show)
     started = time.monotonic()
     descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # a log of the same second, made before, too
-    with open(descriptor, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=ansible_env(), cwd=PROJECT_ROOT,
-        )
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                parser.feed(line)
-            code = proc.wait()
-        except BaseException:  # Ctrl-C, SIGTERM: the playbook stops with cdpipe
-            stop(proc)
-            raise
+    events_fd, events_path = tempfile.mkstemp(prefix=f".{log_path.stem}-", suffix=".jsonl",
+                                              dir=logs_dir)
+    env = ansible_env({"CDPIPE_ANSIBLE_EVENTS": events_path})
+    try:
+        with open(descriptor, "w", encoding="utf-8") as log, \
+                open(events_fd, encoding="utf-8") as events:
+            log.write("$ " + " ".join(cmd) + "\n")
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=env, cwd=PROJECT_ROOT,
+            )
+            assert proc.stdout is not None
+            pending = ""
+            try:
+                for line in proc.stdout:  # the human output, for the log
+                    log.write(line)
+                    log.flush()
+                    pending = _feed(parser, pending + events.read())
+                code = proc.wait()
+                _feed(parser, pending + events.read() + "\n")
+            except BaseException:  # Ctrl-C, SIGTERM: the playbook stops with cdpipe
+                stop(proc)
+                raise
+    finally:
+        os.unlink(events_path)
     result = parser.result
     result.log_path = log_path
     result.seconds = time.monotonic() - started

@@ -3,7 +3,6 @@ runtime directory of sockets, and HAProxy's own words when it refuses a file."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -152,7 +151,7 @@ def test_a_refused_template_shows_the_checkers_message() -> None:
                         "[NOTICE]   (1) : path to executable is /usr/sbin/haproxy\n"
                         "[ALERT]    (1) : config : parsing [/tmp/x:10] : unknown keyword "
                         "'bogus' in 'frontend' section\n"}
-    line = _message(json.dumps(result))
+    line = _message(result)
     assert line.startswith("failed to validate: [ALERT]")
     assert "unknown keyword 'bogus' in 'frontend' section" in line
     assert "NOTICE" not in line
