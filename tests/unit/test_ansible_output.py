@@ -1,36 +1,45 @@
+"""The runner's reading of a playbook run, from the events of
+callback_plugins/cdpipe_events.py (JSON lines): progress lines, failures, the recap."""
+
 from __future__ import annotations
 
-from cdpipe.ansible_runner import OutputParser
+import json
 
-SAMPLE = """\
-PLAY [Deploy the app, one server at a time.] ***********************************
+from cdpipe.ansible_runner import EventParser
 
-TASK [app : Ensure the app directories exist.] *********************************
-changed: [prod-1] => (item=/x/app)
-changed: [prod-1] => (item=/x/app/releases)
-ok: [canary-1] => (item=/y/app)
-
-TASK [app : Wait for the new release to answer /healthz.] **********************
-FAILED - RETRYING: [prod-1]: Wait for the new release to answer /healthz. (60 retries left).
-fatal: [prod-1]: FAILED! => {"attempts": 60, "changed": false, "msg": "Status code was -1"}
-
-TASK [app : Fail with the step that broke.] ************************************
-fatal: [prod-1]: FAILED! => {"changed": false, "msg": "deploy of abc failed at 'x'"}
-
-RUNNING HANDLER [proxy : Reload HAProxy.] **************************************
-changed: [proxy-1]
-
-PLAY RECAP *********************************************************************
-canary-1                   : ok=18   changed=0    unreachable=0    failed=0    skipped=8
-prod-1                     : ok=3    changed=2    unreachable=0    failed=1    skipped=0
-"""
+DIRS = "app : Ensure the app directories exist."
+WAIT = "app : Wait for the new release to answer /healthz."
+FAIL = "app : Fail with the step that broke."
+RELOAD = "proxy : Reload HAProxy."
 
 
-def run() -> tuple[OutputParser, list[str]]:
+def result(status: str, host: str, task: str, **fields: object) -> dict[str, object]:
+    return {"event": "result", "status": status, "host": host, "task": task,
+            "ignored": fields.pop("ignored", False), "item": fields.pop("item", None),
+            "result": fields}
+
+
+SAMPLE = [
+    {"event": "task", "task": DIRS},
+    result("changed", "prod-1", DIRS, item="/x/app"),
+    result("changed", "prod-1", DIRS, item="/x/app/releases"),
+    result("ok", "canary-1", DIRS, item="/y/app"),
+    {"event": "task", "task": WAIT},
+    result("failed", "prod-1", WAIT, msg="Status code was -1"),
+    {"event": "task", "task": FAIL},
+    result("failed", "prod-1", FAIL, msg="deploy of abc failed at 'x'"),
+    result("changed", "proxy-1", RELOAD),  # a handler: its result names it
+    {"event": "recap", "hosts": {
+        "canary-1": {"ok": 18, "changed": 0, "unreachable": 0, "failures": 0},
+        "prod-1": {"ok": 3, "changed": 2, "unreachable": 0, "failures": 1}}},
+]
+
+
+def run(events: list[dict[str, object]] = SAMPLE) -> tuple[EventParser, list[str]]:
     shown: list[str] = []
-    parser = OutputParser(shown.append)
-    for line in SAMPLE.splitlines():
-        parser.feed(line)
+    parser = EventParser(shown.append)
+    for event in events:
+        parser.feed(json.dumps(event))
     return parser, shown
 
 
@@ -44,26 +53,23 @@ def test_one_progress_line_per_host_and_task() -> None:
 
 def test_recap_and_failures_are_parsed() -> None:
     parser, _ = run()
-    result = parser.result
-    assert result.recap["prod-1"] == {"ok": 3, "changed": 2, "unreachable": 0, "failed": 1}
-    assert result.recap["canary-1"]["changed"] == 0
-    assert result.changed == 2
-    host, task, msg = result.failures[-1]
-    assert (host, task) == ("prod-1", "app : Fail with the step that broke.")
+    outcome = parser.result
+    assert outcome.recap["prod-1"] == {"ok": 3, "changed": 2, "unreachable": 0, "failed": 1}
+    assert outcome.recap["canary-1"]["changed"] == 0
+    assert outcome.changed == 2
+    host, task, msg = outcome.failures[-1]
+    assert (host, task) == ("prod-1", FAIL)
     assert msg == "deploy of abc failed at 'x'"
 
 
 def test_ignored_failures_are_dropped() -> None:
-    parser = OutputParser(lambda _: None)
-    parser.feed("TASK [t] ***")
-    parser.feed('fatal: [h]: FAILED! => {"msg": "boom"}')
-    parser.feed("...ignoring")
+    parser, _ = run([{"event": "task", "task": "t"},
+                     result("failed", "h", "t", msg="boom", ignored=True)])
     assert parser.result.failures == []
 
 
 def test_command_failure_carries_its_output() -> None:
-    parser = OutputParser(lambda _: None)
-    parser.feed("TASK [t] ***")
-    parser.feed('fatal: [h]: FAILED! => {"msg": "non-zero return code", "rc": 1, '
-                '"stderr": "", "stdout": "error: no such file"}')
+    parser, _ = run([{"event": "task", "task": "t"},
+                     result("failed", "h", "t", msg="non-zero return code", rc=1,
+                            stderr="", stdout="error: no such file")])
     assert parser.result.failures[0][2] == "non-zero return code: error: no such file"
