@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -78,3 +79,12 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[int, str]]:
     yield port, password
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def r(redis_server: tuple[int, str]) -> Iterator[redis.Redis]:
+    """A client of ``redis_server`` (strings decoded), closed after."""
+    port, password = redis_server
+    client = redis.Redis(port=port, password=password, decode_responses=True)
+    yield client
+    client.close()

@@ -31,14 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 
 
 @pytest.fixture
-def r(redis_server: tuple[int, str]) -> Iterator[redis.Redis]:
-    port, password = redis_server
-    client = redis.Redis(port=port, password=password, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def relay(tmp_path: Path) -> Iterator[SmtpRelay]:
     server = SmtpRelay(tmp_path / "relay", security="starttls")
     server.start()

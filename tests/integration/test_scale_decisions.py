@@ -28,14 +28,6 @@ MEMORY = Rule.model_validate({"name": "prod-mem", "metric": "memory_percent",
 
 
 @pytest.fixture
-def r(redis_server: tuple[int, str]) -> Iterator[redis.Redis]:
-    port, password = redis_server
-    client = redis.Redis(port=port, password=password, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def silent() -> Iterator[int]:
     """A port whose server accepts (the kernel does) and never answers: a saturated
     single worker, as the monitor sees it."""
@@ -89,6 +81,6 @@ def test_a_scale_command_past_its_bound_is_asked_to_stop_before_it_is_killed(
     script.write_text(OVERRUN, encoding="utf-8")
     scaler = Autoscaler(Scaling(command=[sys.executable, str(script), str(marker)],
                                 cooldown_seconds=300), r)
-    code, _last, err = scaler._run([sys.executable, str(script), str(marker)])
+    code, _last, err = scaler._run(scaler.cfg.command)
     assert code is None and "did not end within 1 s" in err
     assert marker.read_text() == "stopped"  # killed at once, it could not have said so

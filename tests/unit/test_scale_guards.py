@@ -12,7 +12,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,14 +74,6 @@ class ScaleCommand:
 @pytest.fixture
 def command(tmp_path: Path) -> ScaleCommand:
     return ScaleCommand(tmp_path)
-
-
-@pytest.fixture
-def r(redis_server: tuple[int, str]) -> Iterator[redis.Redis]:
-    port, password = redis_server
-    client = redis.Redis(port=port, password=password, decode_responses=True)
-    yield client
-    client.close()
 
 
 def scaler(r: redis.Redis, cmd: list[str]) -> Autoscaler:
