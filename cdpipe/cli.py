@@ -228,11 +228,14 @@ def dashboard(
 ) -> None:
     """Serve the live dashboard: instances, traffic, canary, flags, alerts; actions
     after the operator's login. Runs until Ctrl-C."""
+    from cdpipe.dashboard.actor import ActorEnvironment
     from cdpipe.dashboard.guards import tls_context
     from cdpipe.dashboard.server import serve
 
     tls = tls_context(host, tls_cert, tls_key, insecure)  # before anything else runs
-    env = environment_for(None, show=note)
+    settings = config.load()
+    env = (ActorEnvironment(settings) if settings.dashboard_actor
+           else environment_for(None, show=note))
     if not env.state.instances:
         raise CdpipeError("no environment is up here; run `cdpipe up` first")
 

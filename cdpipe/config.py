@@ -41,6 +41,10 @@ class Settings(BaseSettings):
                                description="the canary's initial share of requests, "
                                            "percent: canary:weight unless it is set")
     keep_releases: int = Field(default=5, ge=1)
+    dashboard_actor: str = Field(
+        default="", description="a command prefix through which `cdpipe dashboard` reads "
+                                "the state and runs promote and rollback as another user "
+                                "(cdpipe.dashboard.actor); empty: it acts itself")
     runtime_dir: Path | None = Field(
         default=None, description="where local sockets live; else a short directory of "
                                   "the system's temporary directory, keyed by home")

@@ -25,8 +25,12 @@ class Busy(Exception):
 
 
 class Jobs:
+    # The CLI as this process runs it; a dashboard without rights of its own runs its
+    # actor instead (cdpipe.dashboard.actor), with the same arguments.
+    PROGRAM = (sys.executable, "-m", "cdpipe.cli")
+
     def __init__(self, publish: Callable[[dict[str, Any]], object],
-                 program: tuple[str, ...] = (sys.executable, "-m", "cdpipe.cli")) -> None:
+                 program: tuple[str, ...] = PROGRAM) -> None:
         self.publish = publish
         self.program = program
         self.current: dict[str, Any] | None = None

@@ -27,7 +27,7 @@ import redis
 from aiohttp import web
 
 from cdpipe import controls, secret_files
-from cdpipe.dashboard import view
+from cdpipe.dashboard import actor, view
 from cdpipe.dashboard.guards import host_guard, same_origin, security_headers, served_hosts
 from cdpipe.dashboard.jobs import COMMANDS, Busy, Jobs
 from cdpipe.dashboard.live import Hub, Live, Message, frame, ws_message
@@ -47,6 +47,8 @@ FAILED_LOGIN_DELAY = 1.0
 STATE_MIN_SECONDS = {"local": 0.5, "aws": 5.0}  # the least time between two reads of it
 HEARTBEAT_SECONDS = 15.0
 
+# The environment the page reads: its own (it acts itself), or through its actor.
+PageEnvironment = Environment | actor.ActorEnvironment
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,7 +58,7 @@ class Source:
     within that time is read at the next read after it, the resynchronisation's at the
     latest) and the operator's Redis client."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: PageEnvironment) -> None:
         self.env = env
         self.lock = threading.Lock()
         self.read_at = time.monotonic()
@@ -79,7 +81,7 @@ class Source:
         with self.lock:
             if view.STATE in wanted:
                 self.stale = True
-            pause = STATE_MIN_SECONDS.get(self.env.provider.name, 10.0)
+            pause = STATE_MIN_SECONDS.get(self.env.state.provider, 10.0)
             if self.stale and time.monotonic() - self.read_at > pause:
                 self.env.reread()
                 self.read_at, self.stale = time.monotonic(), False
@@ -93,7 +95,7 @@ class Source:
         with self.lock:
             if not self.stale:
                 return None
-            pause = STATE_MIN_SECONDS.get(self.env.provider.name, 10.0)
+            pause = STATE_MIN_SECONDS.get(self.env.state.provider, 10.0)
             return max(0.0, pause - (time.monotonic() - self.read_at))
 
     def stats_request(self) -> tuple[str, str] | None:
@@ -109,14 +111,15 @@ class Source:
 
 
 class Dashboard:
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: PageEnvironment) -> None:
         self.env = env
         self.source = Source(env)
         self.hub = Hub()
         self.sessions = Sessions(secret_files.read(env.settings.secrets_dir,
                                               password_name(OPERATOR)))
         self.throttle = LoginThrottle()
-        self.jobs = Jobs(lambda job: self.hub.publish("job", job))
+        self.jobs = Jobs(lambda job: self.hub.publish("job", job),
+                         actor.command(env.settings) or Jobs.PROGRAM)
         self.meter = TrafficMeter()
         self.live = Live(self.hub, self.source.redis_url, self.source.read, self.traffic,
                          view.SECTIONS, self.source.stale_in)
@@ -364,7 +367,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Application:
+def create_app(env: PageEnvironment, allowed_hosts: frozenset[str]) -> web.Application:
     dashboard = Dashboard(env)
     app = web.Application(middlewares=[security_headers, host_guard(allowed_hosts)],
                           client_max_size=64 * 1024)
@@ -376,7 +379,7 @@ def create_app(env: Environment, allowed_hosts: frozenset[str]) -> web.Applicati
     return app
 
 
-def serve(env: Environment, host: str, port: int, ready: Callable[[str], None],
+def serve(env: PageEnvironment, host: str, port: int, ready: Callable[[str], None],
           allowed_hosts: Collection[str] = (), tls: ssl.SSLContext | None = None) -> None:
     """Serves until interrupted; ``ready`` gets the URL once the port listens."""
 

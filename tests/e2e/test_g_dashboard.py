@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +324,48 @@ def test_no_secret_reaches_the_browser(dashboard: Dashboard, local_env: LocalEnv
     assert {"instances", "flags", "canary", "alerts", "scale", "deploys"} <= set(state)
     for name, value in secrets.items():
         assert all(value not in text for text in seen), f"{name} was sent to the browser"
+
+
+def test_a_dashboard_without_rights_reads_and_acts_only_through_its_actor(
+        local_env: LocalEnv, clean_env: LocalEnv, tmp_path: Path) -> None:
+    """As on the proxy machine: the page's own home holds the operator's and the stats
+    page's passwords and nothing else (no state, no key); the state comes from its actor
+    (`ACTOR state`) and promote runs as `ACTOR canary promote`, both logged by a wrapper
+    that runs cdpipe.dashboard.actor with the environment's real home. With the kill
+    switch armed the promote is the CLI's refusal, come back through the actor."""
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    for name in (password_name(OPERATOR), "stats_password"):
+        shutil.copy(local_env.home / "secrets" / name, home / "secrets" / name)
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "act"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                       f'CDPIPE_HOME={local_env.home} exec {sys.executable} '
+                       '-m cdpipe.dashboard.actor "$@"\n')
+    wrapper.chmod(0o755)
+    env = local_env.env | {"CDPIPE_HOME": str(home), "CDPIPE_DASHBOARD_ACTOR": str(wrapper)}
+    local_env.redis(OPERATOR).set("canary:alert", "on")
+    with dashboard_process(env, free_port(), tmp_path / "dashboard.log") as running:
+        base = running.url.rstrip("/")
+        state = requests.get(base + "/api/state", timeout=10).json()
+        assert sorted(i["role"] for i in state["instances"]) == [
+            "canary", "prod", "proxy", "redis"]
+        assert state["canary"]["alert"] is True
+        with requests.Session() as s:
+            login = s.post(base + "/api/login", timeout=5,
+                           json={"password": operator_password(local_env)})
+            started = s.post(base + "/api/canary/job", json={"job": "promote"}, timeout=5,
+                             headers={"X-CSRF-Token": login.json()["csrf"]})
+            assert started.json() == {"message": "cdpipe canary promote started"}
+
+            seen: dict[str, Any] = {}
+
+            def finished() -> bool:
+                seen.update(s.get(base + "/api/state", timeout=10).json()["job"] or {})
+                return seen.get("state") not in (None, "running")
+            wait_until(finished, 120, "the promote job to finish", interval=0.5)
+            job = seen
+    assert job["state"] == "failed" and job["exit"] == 1
+    assert any("the canary alert is on" in line for line in job["lines"]), job["lines"]
+    assert calls.read_text().splitlines() == ["state", "canary promote"]
+    assert not (home / "state.json").exists()

@@ -198,13 +198,29 @@ def test_each_machine_holds_only_its_redis_credentials(deployed: MachinesEnv, ro
 
 def test_the_dashboard_on_the_proxy_machine_through_an_ssh_tunnel(
         deployed: MachinesEnv) -> None:
-    """The page runs on the proxy machine as the scaler's user, on its loopback only;
-    through a tunnel the operator reads the environment and, logged in, flips a flag
-    that the proxy then serves, and the open stream shows it."""
+    """The page runs on the proxy machine as its own user, on its loopback only; that
+    user cannot read the scaler's SSH key nor its secrets, and may run as the scaler
+    only its actor's three commands (sudo -l answers without running them). Through a
+    tunnel the operator reads the environment (the state through the actor) and,
+    logged in, flips a flag that the proxy then serves, and the open stream shows it."""
     proxy_host = deployed.address("proxy")
     out = deployed.ssh(proxy_host, "ps -eo user:20,args")
     assert {line.split()[0] for line in out.splitlines()
-            if "cdpipe.cli dashboard" in line and "ps -eo" not in line} == {"cdpipe-scaler"}
+            if "cdpipe.cli dashboard" in line and "ps -eo" not in line} == {"cdpipe-dashboard"}
+    reads = deployed.ssh(proxy_host, (
+        "for f in /opt/cdpipe/scaler/home/id_ed25519 "
+        "/opt/cdpipe/scaler/home/secrets/redis_app_password; do "
+        "sudo -u cdpipe-dashboard cat $f >/dev/null 2>&1 && echo read || echo refused; done"))
+    assert reads.split() == ["refused", "refused"]
+    may = {args: deployed.ssh(proxy_host, (
+        "sudo -u cdpipe-dashboard sudo -n -l -u cdpipe-scaler "
+        f"/opt/cdpipe/scaler/dashboard-act {args} >/dev/null 2>&1 && echo allowed "
+        "|| echo refused")).strip()
+        for args in ("state", "canary promote", "canary rollback", "canary deploy",
+                     "state --json")}
+    assert may == {"state": "allowed", "canary promote": "allowed",
+                   "canary rollback": "allowed", "canary deploy": "refused",
+                   "state --json": "refused"}
     listening = deployed.ssh(proxy_host, "ss -Hltn 'sport = :8099'")
     assert [line.split()[3] for line in listening.splitlines() if line.strip()] == [
         "127.0.0.1:8099"]
@@ -272,17 +288,17 @@ except (urllib.error.URLError, OSError):
 
 def test_only_root_and_the_scaler_reach_the_metadata_service(deployed: MachinesEnv) -> None:
     """The instance profile's credentials: the proxy machine's firewall lets root and
-    the scaler's user reach the metadata service, and refuses HAProxy's, the monitor's
-    and the controller's users (the rig's stand-in answers at the endpoint cdpipe's
+    the scaler's user reach the metadata service, and refuses HAProxy's, the monitor's,
+    the controller's and the dashboard's users (the rig's stand-in answers at the endpoint cdpipe's
     machine settings name)."""
     url = deployed.rig.machine_moto_url + "/latest/meta-data/iam/security-credentials/"
     proxy = deployed.address("proxy")
     deployed.ssh(proxy, f"cat > /tmp/metadata_probe.py <<'EOF'\n{METADATA_PROBE}\nEOF")
     seen = {user: deployed.ssh(proxy, f"sudo -u {user} python3 /tmp/metadata_probe.py {url}"
                                       ).strip()
-            for user in ("root", "cdpipe-scaler", "haproxy", "cdpipe")}
+            for user in ("root", "cdpipe-scaler", "haproxy", "cdpipe", "cdpipe-dashboard")}
     assert seen == {"root": "reached", "cdpipe-scaler": "reached", "haproxy": "refused",
-                    "cdpipe": "refused"}
+                    "cdpipe": "refused", "cdpipe-dashboard": "refused"}
 
 
 def test_the_installed_policy_refuses_to_terminate_what_up_made(deployed: MachinesEnv) -> None:
