@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cdpipe-installed
 
-.PHONY: setup demo test unit e2e lint bench down clean pipeline machines machines-down
+.PHONY: setup demo test unit e2e lint bench down clean pipeline machines machines-down generated
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ test: setup
 
 unit: setup
 	$(BIN)/pytest tests/unit
+
+# The vars files Ansible takes from cdpipe's Python model (roles/*/defaults/main/model.yml,
+# inventory/group_vars/all/model.yml): rewritten after a model value changes.
+generated: setup
+	$(BIN)/python -m cdpipe.ansible_values
 
 e2e: setup
 	$(BIN)/pytest tests/e2e

@@ -28,7 +28,7 @@ from cdpipe.model import DASHBOARD_PORT
 from cdpipe.state import load as load_state
 from cdpipe_host.keys import flag_key
 from cdpipe_host.names import one_line
-from monitoring.config import SCALE_MAX_LIMIT, ConfigError, check_rules
+from monitoring.config import SCALE_MAX_LIMIT, ConfigError, MonitorConfig, check_rules
 
 app = typer.Typer(help="Continuous delivery: provision, deploy and run production.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -40,18 +40,24 @@ def provision(provider: ProviderOpt = None, environment: EnvOpt = None) -> None:
         env.provision()
 
 
+MONITOR_DEFAULTS = MonitorConfig()  # what the help of `up` names as the defaults
+
+
 @app.command()
 def up(
     ref: Annotated[str, typer.Option(help="commit, branch or tag to deploy")] = "HEAD",
     provider: ProviderOpt = None,
     environment: EnvOpt = None,
     monitor_interval: Annotated[float | None, typer.Option(
-        min=1, help="seconds between the monitor's polls (default 90)")] = None,
+        min=1, help="seconds between the monitor's polls (default "
+                    f"{MONITOR_DEFAULTS.interval_seconds:g})")] = None,
     scale_cooldown: Annotated[float | None, typer.Option(
-        min=0, help="seconds between two scale actions (default 300)")] = None,
+        min=0, help="seconds between two scale actions (default "
+                    f"{MONITOR_DEFAULTS.scaling.cooldown_seconds:g})")] = None,
     scale_max: Annotated[int | None, typer.Option(
         min=1, max=SCALE_MAX_LIMIT,
-        help="the most prod instances the monitor scales out to (default 4)")] = None,
+        help="the most prod instances the monitor scales out to (default "
+             f"{MONITOR_DEFAULTS.scaling.max_count})")] = None,
     monitor_rules: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, resolve_path=True,
         help="YAML file of alert and scaling rules")] = None,

@@ -26,6 +26,22 @@ SSH_PORT = 22
 # loopback, reached through an SSH tunnel).
 DASHBOARD_PORT = 8099
 
+# Where everything cdpipe puts on a machine lives, and the paths of it that more than
+# one role uses (the Ansible variables that carry them; cdpipe.ansible_values writes
+# them into the AWS inventory's group_vars and the roles' generated defaults).
+INSTANCE_DIR = "/opt/cdpipe"
+CODE_DIR = f"{INSTANCE_DIR}/code"
+MACHINE_PATHS: dict[str, str] = {
+    "cdpipe_instance_dir": INSTANCE_DIR,
+    "cdpipe_code_dir": CODE_DIR,
+    "cdpipe_python": f"{CODE_DIR}/venv/bin/python",
+    "proxy_dir": f"{INSTANCE_DIR}/haproxy",
+    "proxy_controller_config": f"{INSTANCE_DIR}/haproxy/controller.json",
+    "proxy_deployer_config": f"{INSTANCE_DIR}/haproxy/deployer.json",
+}
+# The scaler (roles/scaler, on the proxy machine): its directory and its user.
+SCALER_DIR, SCALER_USER = f"{INSTANCE_DIR}/scaler", "cdpipe-scaler"
+
 
 def machine_ports(role: str) -> dict[str, int]:
     """The named ports of a role on a machine."""

@@ -16,9 +16,9 @@ from typing import Any
 
 import jinja2
 import redis
-import yaml
 from ansible.plugins.filter.core import FilterModule
 
+from devkit import roles
 from devkit.ports import free_port
 from devkit.redis_server import wait_answering
 
@@ -26,7 +26,7 @@ ROLE = Path(__file__).resolve().parent.parent / "roles" / "redis"
 
 
 def role_defaults() -> dict[str, Any]:
-    return dict(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8")))
+    return roles.role_defaults("redis")
 
 
 def render_config(port: int, directory: str, passwords: dict[str, str]) -> str:

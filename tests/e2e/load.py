@@ -8,9 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import requests
-import yaml
 
-from cdpipe import PROJECT_ROOT
+from devkit.roles import role_defaults
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,7 @@ def failed(load: Load) -> str:
             f"errors: {[s.error for s in bad[:5]]}")
 
 
-_APP = yaml.safe_load((PROJECT_ROOT / "roles" / "app" / "defaults" / "main.yml")
-                     .read_text(encoding="utf-8"))
+_APP = role_defaults("app")
 # Requests one app instance serves at once (gunicorn's workers times their threads).
 APP_CONCURRENCY = int(_APP["app_workers"]) * int(_APP["app_threads"])
 CUT_OFF = "IncompleteRead"  # requests' words for a response whose body stopped short

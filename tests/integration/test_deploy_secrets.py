@@ -19,13 +19,13 @@ from cdpipe.inventory import build
 from cdpipe.model import ROLES, Instance, machine_ports
 from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
+from devkit.roles import default_files
 
 PLAY = """
 - name: Render the app's configuration as deploy.yml does.
   hosts: prod:canary
   gather_facts: false
-  vars_files:
-    - {defaults}
+  vars_files: {defaults}
   tasks:
     - name: Show the app's environment.
       ansible.builtin.debug:
@@ -48,7 +48,7 @@ def render(tmp_path: Path, files: tuple[str, ...]) -> subprocess.CompletedProces
     for name in files:
         (home / "secrets" / name).write_text(f"value-of-{name}\n")
     play = tmp_path / "render.yml"
-    play.write_text(PLAY.format(defaults=PROJECT_ROOT / "roles/app/defaults/main.yml"))
+    play.write_text(PLAY.format(defaults=[str(p) for p in default_files("app")]))
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
          str(play), "-e", "ansible_connection=local", "-e", "ansible_become=false"],

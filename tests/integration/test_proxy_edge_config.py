@@ -18,13 +18,13 @@ from pathlib import Path
 import jinja2
 import pytest
 import requests
-import yaml
 
 from cdpipe import PROJECT_ROOT
 from cdpipe_host.haproxy import HAProxyError, HAProxyRuntime
 from cdpipe_host.proxy.desired import Desired, Server
 from cdpipe_host.proxy.render import render
 from devkit import free_port
+from devkit.roles import role_defaults
 from tests.support import wait_until
 
 ROLE = PROJECT_ROOT / "roles" / "proxy"
@@ -62,7 +62,7 @@ def haproxy_config(frontend_port: int, stats_port: int, sock: str,
                    servers: dict[str, str], **overrides: str) -> str:
     """haproxy.cfg as the role and the controller write it (role defaults, the local
     provider's addresses, a test key)."""
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    defaults = role_defaults("proxy")
     variables = defaults | {
         "ansible_managed": "test", "proxy_bind_address": "127.0.0.1",
         "proxy_frontend_port": frontend_port, "proxy_stats_port": stats_port,

@@ -30,6 +30,7 @@ import yaml
 
 from cdpipe import PROJECT_ROOT
 from devkit import git
+from devkit.roles import role_defaults
 from rig import control
 from rig.podman import podman, unavailable
 from rig.server import RigInfo
@@ -89,10 +90,9 @@ class MachinesEnv:
 
 
 def monitor_rules(directory: Path, scaling: bool) -> Path:
-    """The monitor role's default rules (roles/monitor/defaults/main.yml) as a rules file:
+    """The monitor role's default rules (roles/monitor/defaults/main/) as a rules file:
     as they are, or without their scaling (alerts only)."""
-    defaults = yaml.safe_load((PROJECT_ROOT / "roles" / "monitor" / "defaults" / "main.yml")
-                              .read_text(encoding="utf-8"))
+    defaults = role_defaults("monitor")
     rules = [dict(rule) for rule in defaults["monitor_rules"]]
     if not scaling:
         for rule in rules:

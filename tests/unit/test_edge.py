@@ -9,18 +9,15 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from flask import Flask
 
 from app import create_app
-from cdpipe import PROJECT_ROOT, socket_dir
+from cdpipe import socket_dir
 from cdpipe.ansible_runner import _message
 from cdpipe.errors import CdpipeError
 from cdpipe_host.edge import (
-    PUBLIC_HEALTH_PATH,
     PUBLIC_PATHS,
     USER_COOKIE,
     sign_user_id,
@@ -33,22 +30,11 @@ PRIVATE_PATHS = {"/metrics", "/burn", "/healthz"}
 KEY = "unit-test-secret"
 
 
-def role_defaults(role: str) -> dict[str, Any]:
-    path = PROJECT_ROOT / "roles" / role / "defaults" / "main.yml"
-    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-
-
 def test_every_route_of_the_app_is_public_or_private(app: Flask) -> None:
     """A new route must be put on one side: the proxy forwards only PUBLIC_PATHS."""
     routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
     assert routes == set(PUBLIC_PATHS) | PRIVATE_PATHS
     assert not set(PUBLIC_PATHS) & PRIVATE_PATHS
-
-
-def test_proxy_role_defaults_hold_the_public_routes() -> None:
-    proxy = role_defaults("proxy")
-    assert proxy["proxy_public_paths"] == list(PUBLIC_PATHS)
-    assert proxy["proxy_public_health_path"] == PUBLIC_HEALTH_PATH
 
 
 # -- the user id ----------------------------------------------------------------------

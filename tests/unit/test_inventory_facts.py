@@ -1,6 +1,7 @@
-"""The cross-host facts have one home (cdpipe's inventory, from cdpipe.model.PORTS and
-cdpipe_host): the role defaults and the AWS plugin inventory's group_vars, written by
-hand for people who use the roles without cdpipe, must agree with it."""
+"""The cross-host facts have one home (the Python model: cdpipe.model, cdpipe_host):
+cdpipe's inventory sets them at run time, and the AWS plugin inventory's group_vars
+(generated from the same model by cdpipe.ansible_values, with the CDPIPE_* lookups
+typed beside them) give the laptop commands the same values."""
 
 from __future__ import annotations
 
@@ -16,43 +17,23 @@ from cdpipe import PROJECT_ROOT
 from cdpipe.config import Settings
 from cdpipe.controls import format_redis_url
 from cdpipe.inventory import REDIS_URLS, common_vars
-from cdpipe.model import PORTS, machine_ports
+from cdpipe.model import DASHBOARD_PORT, machine_ports
 from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.redis_users import USERS
 from cdpipe.state import State
-from cdpipe_host.haproxy import APP_BACKEND
-from cdpipe_host.values import DEFAULT_CANARY_WEIGHT
-
-
-def role_defaults(role: str) -> dict[str, Any]:
-    path = PROJECT_ROOT / "roles" / role / "defaults" / "main.yml"
-    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-
-
-@pytest.mark.parametrize("role", sorted(PORTS))
-def test_role_defaults_hold_the_machine_ports(role: str) -> None:
-    for name, (number, var) in PORTS[role].items():
-        owner = var.split("_", 1)[0]  # every variable carries its role's prefix
-        assert role_defaults(owner)[var] == number, (role, name)
-
-
-def test_role_defaults_hold_the_backend_and_the_canary_weight() -> None:
-    proxy = role_defaults("proxy")
-    assert proxy["proxy_backend"] == APP_BACKEND
-    assert proxy["proxy_canary_weight"] == DEFAULT_CANARY_WEIGHT
+from devkit.roles import role_defaults
 
 
 def test_the_scalers_dashboard_port_is_the_clis_default(tmp_path: Path) -> None:
-    from cdpipe.model import DASHBOARD_PORT
-
     assert role_defaults("scaler")["scaler_dashboard_port"] == DASHBOARD_PORT
     assert Ec2Provider(Settings(home=tmp_path)).inventory_vars()["scaler_dashboard_port"] \
         == DASHBOARD_PORT
 
 
 def test_aws_group_vars_agree_with_the_generated_inventory(tmp_path: Path) -> None:
-    group_vars = yaml.safe_load(
-        (PROJECT_ROOT / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+    group_vars: dict[str, Any] = {}
+    for path in sorted((PROJECT_ROOT / "inventory" / "group_vars" / "all").glob("*.yml")):
+        group_vars |= yaml.safe_load(path.read_text(encoding="utf-8"))
     settings = Settings(home=tmp_path)
     provider = Ec2Provider(settings)
     generated = common_vars(settings, State(), provider) | provider.inventory_vars()

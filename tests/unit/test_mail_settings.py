@@ -19,6 +19,7 @@ from cdpipe.inventory import build, mail_vars
 from cdpipe.model import Instance, machine_ports
 from cdpipe.providers.aws.provider import Ec2Provider
 from cdpipe.state import State
+from devkit.roles import role_defaults
 from monitoring.config import PASSWORD_VARIABLE, ConfigError, Smtp, load
 
 
@@ -115,7 +116,7 @@ def test_bad_cdpipe_mail_settings_are_one_line(tmp_path: Path,
 
 def render_smtp(**role_vars: Any) -> dict[str, Any]:
     """The `smtp` section the role's template writes, rendered with Jinja alone."""
-    defaults = yaml.safe_load((PROJECT_ROOT / "roles/monitor/defaults/main.yml").read_text())
+    defaults = role_defaults("monitor")
     template = (PROJECT_ROOT / "roles/monitor/templates/monitor.yml.j2").read_text()
     env = jinja2.Environment(extensions=["jinja2.ext.do"])
     env.filters["to_nice_yaml"] = lambda v, indent=2: yaml.safe_dump(v, indent=indent)
@@ -144,10 +145,10 @@ def test_the_role_writes_the_relay_and_never_the_password() -> None:
 
 
 def render_group_vars(environ: dict[str, str]) -> dict[str, Any]:
-    """The mail variables of inventory/group_vars/all.yml (the AWS plugin path: its
+    """The mail variables of inventory/group_vars/all/main.yml (the AWS plugin path: its
     monitor_smtp_* and monitor_mail_*), rendered with Jinja and an env lookup over
     ``environ``."""
-    raw = yaml.safe_load((PROJECT_ROOT / "inventory/group_vars/all.yml").read_text())
+    raw = yaml.safe_load((PROJECT_ROOT / "inventory/group_vars/all/main.yml").read_text())
     env = jinja2.Environment()
     env.globals["lookup"] = lambda kind, name: environ.get(name, "")
     env.filters["trim"] = str.strip
@@ -169,6 +170,6 @@ def test_the_aws_group_vars_hold_the_same_relay(tmp_path: Path,
     expected.pop("monitor_local_smtp")
     expected["monitor_mail_from"] = "cdpipe-monitor@localhost"
     assert render_group_vars(environ) == expected
-    defaults = yaml.safe_load((PROJECT_ROOT / "roles/monitor/defaults/main.yml").read_text())
+    defaults = role_defaults("monitor")
     unset = render_group_vars({})
     assert unset == {k: defaults[k] for k in unset}  # no relay: the role's defaults

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import jinja2
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from cdpipe import PROJECT_ROOT
 from cdpipe.dashboard.actor import ACTIONS
 from cdpipe.dashboard.actor import main as actor_main
+from devkit.roles import role_defaults
 from monitoring.config import SCALE_MAX_LIMIT, Scaling
 
 SCALER = PROJECT_ROOT / "roles" / "scaler"
@@ -24,7 +24,7 @@ SCALER = PROJECT_ROOT / "roles" / "scaler"
 
 def rules(dashboard: bool = True) -> list[str]:
     """The sudo rule's lines, as the role renders them."""
-    defaults = yaml.safe_load((SCALER / "defaults" / "main.yml").read_text())
+    defaults = role_defaults("scaler")
     source = (SCALER / "templates" / "sudoers.j2").read_text()
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined)
     jinja.filters["bool"] = bool  # Ansible's
@@ -51,7 +51,7 @@ def dashboard_rule_pattern() -> re.Pattern[str]:
 
 
 def test_the_role_and_the_python_side_bound_max_alike() -> None:
-    defaults = yaml.safe_load((SCALER / "defaults" / "main.yml").read_text())
+    defaults = role_defaults("scaler")
     assert defaults["scaler_scale_max_limit"] == SCALE_MAX_LIMIT
 
 

@@ -21,16 +21,22 @@ from typing import Any
 from cdpipe import scaler
 from cdpipe.config import Settings
 from cdpipe.errors import CdpipeError
-from cdpipe.model import DASHBOARD_PORT, ROLES, SSH_PORT, Instance, Role
+from cdpipe.model import (
+    DASHBOARD_PORT,
+    MACHINE_PATHS,
+    ROLES,
+    SCALER_DIR,
+    SCALER_USER,
+    SSH_PORT,
+    Instance,
+    Role,
+)
 from cdpipe.providers.aws import iam_policy, images, instances, key_pairs, network, tag_records
 from cdpipe.providers.aws.errors import aws_error
 from cdpipe.providers.aws.scaler_profile import ScalerProfile
 from cdpipe.providers.aws.scope import Scope, new_environment_id, tags_of
 from cdpipe.providers.base import Provider
 from cdpipe.state import State
-
-INSTANCE_DIR = "/opt/cdpipe"  # where everything cdpipe puts on a machine lives
-SCALER_DIR, SCALER_USER = f"{INSTANCE_DIR}/scaler", "cdpipe-scaler"  # roles/scaler
 
 
 class Ec2Provider(Provider):
@@ -284,12 +290,7 @@ class Ec2Provider(Provider):
                 Path(self.settings.aws_private_key_file).expanduser()),
             "ansible_become": True,
             "cdpipe_install_packages": True,
-            "cdpipe_instance_dir": INSTANCE_DIR,
-            "cdpipe_code_dir": f"{INSTANCE_DIR}/code",
-            "cdpipe_python": f"{INSTANCE_DIR}/code/venv/bin/python",
-            "proxy_dir": f"{INSTANCE_DIR}/haproxy",
-            "proxy_controller_config": f"{INSTANCE_DIR}/haproxy/controller.json",
-            "proxy_deployer_config": f"{INSTANCE_DIR}/haproxy/deployer.json",
+            **MACHINE_PATHS,
             # The monitor scales through the scaler on its own machine (roles/scaler).
             "scaler_environment": scaler.machine_settings(
                 self.settings, self.environment or "", str(self.region or "")),
