@@ -1,6 +1,6 @@
 """The deploy history: every deploy that runs is recorded, done or failed, at the head
-of ``deploy:history`` in the environment's Redis as the deployer user (JSON: at,
-finished, commit, ref, target, command, result, error, by)."""
+of ``deploy:history`` in the environment's Redis as the deployer user (JSON of
+``monitoring.records.DeployRecord``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cdpipe.errors import CdpipeError
 from cdpipe_host import history
 from cdpipe_host.keys import DEPLOY_HISTORY
 from cdpipe_host.names import one_line
+from monitoring.records import DeployRecord
 
 
 def deployed_by() -> str:
@@ -47,12 +48,12 @@ def recorded(client: Callable[[], redis.Redis], show: Callable[[str], None], com
 def _record(client: Callable[[], redis.Redis], show: Callable[[str], None], command: str,
             ref: str, sha: str, roles: Sequence[str], started: float, error: str | None,
             extra: Mapping[str, str]) -> None:
-    entry = {"at": started, "finished": time.time(), "commit": sha, "ref": ref,
-             "target": ",".join(roles), "command": command,
-             "result": "ok" if error is None else "failed", "error": error or "",
-             "by": deployed_by(), **extra}
+    entry = DeployRecord(at=started, finished=time.time(), commit=sha, ref=ref,
+                         target=",".join(roles), command=command,
+                         result="ok" if error is None else "failed", error=error or "",
+                         by=deployed_by(), **extra)
     try:
-        history.record(client(), DEPLOY_HISTORY, entry)
+        history.record(client(), DEPLOY_HISTORY, entry.dumps())
     except (CdpipeError, redis.RedisError) as exc:
         show(f"the {command} of {sha[:12]} was not recorded in {DEPLOY_HISTORY}: "
              f"{one_line(str(exc), 300)}")

@@ -2,16 +2,16 @@
 JSON-able values: the recent polls of each instance (``monitor:samples``), the alerts
 firing and pending (``monitor:alerts``) and their history (``monitor:alerts:history``),
 the scale events (``monitor:scale:events``), the deploys (``deploy:history``) and the
-canary judge's latest verdict (``monitor:canary:verdict``). See ``cdpipe_host.keys``.
+canary judge's latest verdict (``monitor:canary:verdict``). See ``cdpipe_host.keys``;
+each record's shape is its model in ``monitoring.records``, the one its writer dumps.
 
 Each reader takes a client with ``decode_responses=True`` (the operator's may read them
-all). An entry that does not read as JSON of the right shape is skipped, never a crash;
-RedisError goes up (the caller says Redis is down).
+all). An entry that does not read as its model is skipped, never a crash; RedisError
+goes up (the caller says Redis is down).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -26,37 +26,25 @@ from cdpipe_host.keys import (
     MONITOR_SCALE_EVENTS,
 )
 from cdpipe_host.values import text, texts
+from monitoring.records import (
+    AlertEvent,
+    AlertState,
+    DeployRecord,
+    Record,
+    SamplesRecord,
+    ScaleEvent,
+    VerdictRecord,
+)
 
 ALERT_STATES = ("firing", "pending")
 
 
-def _object(raw: object) -> dict[str, Any] | None:
-    """A JSON object (with JSON's own numbers: no NaN or infinity), else None."""
-    try:
-        value = json.loads(str(text(raw)) if isinstance(raw, bytes | str) else "",
-                           parse_constant=_no_constant)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _no_constant(name: str) -> None:
-    """NaN, Infinity and -Infinity read as null: the browser's JSON has no such numbers."""
-    return None
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _list(r: redis.Redis, key: str, count: int) -> list[dict[str, Any]]:
-    """The newest ``count`` entries of a history list that read as objects."""
+def _list(r: redis.Redis, key: str, model: type[Record], count: int) -> list[dict[str, Any]]:
+    """The newest ``count`` entries of a history list that read as ``model``."""
     if count <= 0:
         return []
-    raw = r.lrange(key, 0, count - 1)
-    return [entry for entry in map(_object, raw) if entry is not None]
+    entries = (model.loads(str(text(raw))) for raw in r.lrange(key, 0, count - 1))
+    return [entry.model_dump() for entry in entries if entry is not None]
 
 
 def read_samples(r: redis.Redis) -> dict[str, dict[str, Any]]:
@@ -64,18 +52,9 @@ def read_samples(r: redis.Redis) -> dict[str, dict[str, Any]]:
     oldest first (cpu, mem: percent, None where the poll failed)."""
     samples: dict[str, dict[str, Any]] = {}
     for instance_id, raw in sorted(texts(r.hgetall(MONITOR_SAMPLES)).items()):
-        entry = _object(raw)
-        if entry is None:
-            continue
-        times, cpu, mem = entry.get("t"), entry.get("cpu"), entry.get("mem")
-        if not (isinstance(times, list) and isinstance(cpu, list) and isinstance(mem, list)
-                and len(times) == len(cpu) == len(mem)):
-            continue
-        samples[instance_id] = {
-            "role": str(entry.get("role", "")), "ok": entry.get("ok") is True,
-            "error": str(entry.get("error", "")),
-            "t": [_number(t) for t in times], "cpu": [_number(c) for c in cpu],
-            "mem": [_number(m) for m in mem]}
+        entry = SamplesRecord.loads(raw)
+        if entry is not None:
+            samples[instance_id] = entry.model_dump()
     return samples
 
 
@@ -84,38 +63,36 @@ def read_alerts(r: redis.Redis) -> list[dict[str, Any]]:
     ``{"alert", "state", "since", "summary", "value"}``."""
     alerts = []
     for key, raw in texts(r.hgetall(MONITOR_ALERTS)).items():
-        entry = _object(raw)
-        if entry is None or entry.get("state") not in ALERT_STATES:
+        entry = AlertState.loads(raw)
+        if entry is None:
             continue
-        alerts.append({"alert": key, "state": entry["state"],
-                       "since": _number(entry.get("since")),
-                       "summary": str(entry.get("summary", "")),
-                       "value": _number(entry.get("value"))})
+        alerts.append({"alert": key, "state": entry.state, "since": entry.since,
+                       "summary": entry.summary, "value": entry.value})
     return sorted(alerts, key=lambda a: (ALERT_STATES.index(a["state"]),
-                                         a["since"] if a["since"] is not None else math.inf,
+                                         a["since"] if math.isfinite(a["since"]) else math.inf,
                                          a["alert"]))
 
 
 def read_alert_history(r: redis.Redis, count: int = 20) -> list[dict[str, Any]]:
-    """The last ``count`` firing and resolved transitions, newest first:
-    ``{"alert", "event", "at", "since", "summary", "value"}``."""
-    return _list(r, MONITOR_ALERT_HISTORY, count)
+    """The last ``count`` firing and resolved transitions, newest first
+    (``AlertEvent``)."""
+    return _list(r, MONITOR_ALERT_HISTORY, AlertEvent, count)
 
 
 def read_scale_events(r: redis.Redis, count: int = 20) -> list[dict[str, Any]]:
-    """The last ``count`` scale actions, newest first:
-    ``{"at", "direction", "ok", "line", "reason"}``."""
-    return _list(r, MONITOR_SCALE_EVENTS, count)
+    """The last ``count`` scale actions, newest first (``ScaleEvent``)."""
+    return _list(r, MONITOR_SCALE_EVENTS, ScaleEvent, count)
 
 
 def read_deploys(r: redis.Redis, count: int = 20) -> list[dict[str, Any]]:
-    """The last ``count`` deploys, newest first: ``{"at", "finished", "commit", "ref",
-    "target", "command", "result", "error", "by"}``."""
-    return _list(r, DEPLOY_HISTORY, count)
+    """The last ``count`` deploys, newest first (``DeployRecord``)."""
+    return _list(r, DEPLOY_HISTORY, DeployRecord, count)
 
 
 def read_verdict(r: redis.Redis) -> dict[str, Any] | None:
-    """The canary judge's latest verdict, ``{"at", "decided", "failed", "reason",
-    "canary": {"requests", "error_rate", "p95_ms"}, "prod": {...}}``; None when the
-    monitor recorded none (or it does not read)."""
-    return _object(r.get(MONITOR_CANARY_VERDICT))
+    """The canary judge's latest verdict (``VerdictRecord``: at, decided, failed,
+    reason, canary and prod with requests, error_rate and p95_ms, last_decided); None
+    when the monitor recorded none (or it does not read)."""
+    raw = r.get(MONITOR_CANARY_VERDICT)
+    entry = VerdictRecord.loads(None if raw is None else str(text(raw)))
+    return None if entry is None else entry.model_dump()

@@ -13,11 +13,10 @@ summary, value; the newest ``HISTORY_LENGTH`` kept).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from typing import Literal
 
 import redis
 
@@ -26,6 +25,7 @@ from cdpipe_host.keys import MONITOR_ALERT_HISTORY, MONITOR_ALERTS
 from cdpipe_host.names import OnceLog, shown
 from cdpipe_host.values import text, texts
 from monitoring.mailer import OUTBOX, message
+from monitoring.records import AlertEvent, AlertState
 
 ALERTS = MONITOR_ALERTS
 HISTORY = MONITOR_ALERT_HISTORY
@@ -33,32 +33,15 @@ log = logging.getLogger("monitor.alerts")
 INVALID = OnceLog(log)
 
 
-@dataclass
-class AlertState:
-    state: str  # pending | firing
-    count: int
-    since: float
-    last_sent: float
-    summary: str
-    clear: int = 0  # consecutive clear polls while firing
-    value: float | None = None  # the last value observed (None: not a measure)
-
-
 def read_state(key: str, raw: str | None) -> AlertState | None:
     """A stored alert state; one that does not read as one is logged once and counts
     as none (the next verdict overwrites it)."""
     if raw is None:
         return None
-    try:
-        state = AlertState(**json.loads(raw))
-    except (ValueError, TypeError) as exc:
-        INVALID.warning((key, raw), f"invalid state {shown(raw)} of alert {shown(key)} in "
-                        f"{ALERTS} ({exc}); read as no state")
-        return None
-    if state.state not in ("pending", "firing"):
+    state = AlertState.loads(raw)
+    if state is None:
         INVALID.warning((key, raw), f"invalid state {shown(raw)} of alert {shown(key)} in "
                         f"{ALERTS}; read as no state")
-        return None
     return state
 
 
@@ -91,7 +74,7 @@ class AlertBook:
                 current.value = _finite(value)
             if current.state == "firing" and current.clear + 1 < clear_polls:
                 current.clear += 1
-                self.r.hset(ALERTS, key, json.dumps(asdict(current)))
+                self.r.hset(ALERTS, key, current.dumps())
                 return None
             pipe = self.r.pipeline(transaction=True)
             pipe.hdel(ALERTS, key)
@@ -105,7 +88,8 @@ class AlertBook:
             pipe.execute()
             return transition
         if current is None:
-            current = AlertState("pending", 0, now, 0.0, summary)
+            current = AlertState(state="pending", count=0, since=now, last_sent=0.0,
+                                 summary=summary)
         current.count += 1
         current.clear = 0
         current.summary = summary
@@ -122,7 +106,7 @@ class AlertBook:
             current.last_sent = now
             transition = "reminder"
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(ALERTS, key, json.dumps(asdict(current)))
+        pipe.hset(ALERTS, key, current.dumps())
         if transition == "firing":
             pipe.rpush(OUTBOX, message(f"[cdpipe] FIRING {key}", f"Firing: {summary}\n"))
             history.push(pipe, HISTORY, _entry(key, "firing", now, current))
@@ -141,10 +125,11 @@ class AlertBook:
                 self.observe(key, False, 1, "")
 
 
-def _entry(key: str, event: str, now: float, state: AlertState) -> dict[str, object]:
+def _entry(key: str, event: Literal["firing", "resolved"], now: float,
+           state: AlertState) -> str:
     """A transition as ``monitor:alerts:history`` records it."""
-    return {"alert": key, "event": event, "at": now, "since": state.since,
-            "summary": state.summary, "value": state.value}
+    return AlertEvent(alert=key, event=event, at=now, since=state.since,
+                      summary=state.summary, value=state.value).dumps()
 
 
 def _finite(value: float | None) -> float | None:

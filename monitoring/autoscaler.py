@@ -19,12 +19,10 @@ Every action that ran (done or failed; not "nothing to do") is recorded at the h
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -33,6 +31,7 @@ from cdpipe_host.keys import MONITOR_SCALE_EVENTS, MONITOR_SCALE_FAILING, MONITO
 from cdpipe_host.names import one_line
 from cdpipe_host.values import text
 from monitoring.config import Rule, Scaling
+from monitoring.records import ScaleEvent, ScaleStreak
 
 log = logging.getLogger("monitor.scale")
 LAST_ACTION = MONITOR_SCALE_LAST
@@ -79,7 +78,7 @@ class Autoscaler:
         # after a scale): the cooldown holds in this process all the same.
         self.last_local: float | None = None
         # Failing streaks Redis could not record: kept here meanwhile.
-        self.streaks_local: dict[str, dict[str, Any]] = {}
+        self.streaks_local: dict[str, ScaleStreak] = {}
 
     def cooling_down(self, now: float | None = None) -> float:
         """Seconds of cooldown left: never more than the cooldown itself, even when the
@@ -174,9 +173,9 @@ class Autoscaler:
     def _record(self, decision: Decision, ok: bool, line: str, at: float) -> None:
         """The action at the head of ``monitor:scale:events``; never raises."""
         try:
-            history.record(self.r, EVENTS, {"at": at, "direction": decision.direction,
-                                            "ok": ok, "line": one_line(line, 600),
-                                            "reason": decision.reason})
+            history.record(self.r, EVENTS, ScaleEvent(
+                at=at, direction=decision.direction, ok=ok, line=one_line(line, 600),
+                reason=decision.reason).dumps())
         except redis.RedisError as exc:
             log.warning("scale %s not recorded in %s (%s)", decision.direction, EVENTS, exc)
 
@@ -187,13 +186,13 @@ class Autoscaler:
             return Result(True, line, (f"[cdpipe] SCALE {word}: {line}",
                                        f"{line}\nWhy: {decision.reason}\n"))
         self._save_streak(direction, None)
-        since = _when(streak.get("since"))
+        since = _when(streak.since)
         log.info("scale %s recovered after %s failure(s) since %s", direction,
-                 streak.get("failures"), since)
+                 streak.failures, since)
         return Result(True, line, (
             f"[cdpipe] SCALE {word} RECOVERED: {line}",
-            f"{line}\nIt had failed {streak.get('failures')} time(s) since {since}; the "
-            f"last failure: {streak.get('last')}\nWhy: {decision.reason}\n"))
+            f"{line}\nIt had failed {streak.failures} time(s) since {since}; the "
+            f"last failure: {streak.last}\nWhy: {decision.reason}\n"))
 
     def _failed(self, decision: Decision, code: int | None, err: str, now: float
                 ) -> Result:
@@ -206,47 +205,46 @@ class Autoscaler:
                  "while the need lasts; no more mail until it succeeds, a reminder after "
                  f"{self.remind_seconds:.0f} s.")
         if streak is None:
-            self._save_streak(direction, {"since": now, "failures": 1, "mailed": now,
-                                          "last": err})
+            self._save_streak(direction, ScaleStreak(since=now, failures=1, mailed=now,
+                                                     last=err))
             return Result(True, line, (f"[cdpipe] SCALE {word} FAILED: {err}",
                                        f"{what}: {err}\nWhy: {decision.reason}\n{retry}\n"))
-        failures = int(streak.get("failures", 0)) + 1
-        mailed = float(streak.get("mailed", now))
+        failures = streak.failures + 1
+        mailed = streak.mailed
         remind = not (now - self.remind_seconds < mailed <= now)  # a step back: remind
-        streak |= {"failures": failures, "last": err, "mailed": now if remind else mailed}
+        streak = streak.model_copy(update={"failures": failures, "last": err,
+                                           "mailed": now if remind else mailed})
         self._save_streak(direction, streak)
         if remind:
-            since = _when(streak.get("since"))
+            since = _when(streak.since)
             return Result(True, line, (
                 f"[cdpipe] SCALE {word} STILL FAILING ({failures} times): {err}",
                 f"{what}: {err}\nFailing since {since}, {failures} time(s).\n"
                 f"Why: {decision.reason}\n{retry}\n"))
         log.warning("scale %s failed again (%d times since %s; mailed already): %s",
-                    direction, failures, _when(streak.get("since")), err)
+                    direction, failures, _when(streak.since), err)
         return Result(True, line)
 
-    def _streak(self, direction: str) -> dict[str, Any] | None:
+    def _streak(self, direction: str) -> ScaleStreak | None:
         """The failing streak of a direction: Redis's, else this process's copy."""
         try:
             raw = text(self.r.hget(FAILING, direction))
         except redis.RedisError:
             raw = None
         if raw:
-            try:
-                streak = json.loads(raw)
-                if isinstance(streak, dict):
-                    return streak
-            except ValueError:
-                log.warning("%s %s does not read as a streak; counted as none", FAILING,
-                            direction)
+            streak = ScaleStreak.loads(raw)
+            if streak is not None:
+                return streak
+            log.warning("%s %s does not read as a streak; counted as none", FAILING,
+                        direction)
         return self.streaks_local.get(direction)
 
-    def _save_streak(self, direction: str, streak: dict[str, Any] | None) -> None:
+    def _save_streak(self, direction: str, streak: ScaleStreak | None) -> None:
         try:
             if streak is None:
                 self.r.hdel(FAILING, direction)
             else:
-                self.r.hset(FAILING, direction, json.dumps(streak))
+                self.r.hset(FAILING, direction, streak.dumps())
         except redis.RedisError as exc:
             log.warning("Redis did not record the scale %s streak (%s); kept in this "
                         "process", direction, exc)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from monitoring.config import CanaryJudge
+from monitoring.records import SideRecord, VerdictRecord
 from monitoring.scrape import Sample
 
 
@@ -102,11 +102,12 @@ class Verdict:
     canary: Side = field(default_factory=Side)
     prod: Side = field(default_factory=Side)
 
-    def record(self, at: float) -> dict[str, Any]:
-        """The verdict as ``monitor:canary:verdict`` holds it (JSON)."""
-        return {"at": at, "decided": self.decided, "failed": self.failed,
-                "reason": self.reason, "canary": asdict(self.canary),
-                "prod": asdict(self.prod)}
+    def record(self, at: float) -> VerdictRecord:
+        """The verdict as ``monitor:canary:verdict`` holds it."""
+        return VerdictRecord(at=at, decided=self.decided, failed=self.failed,
+                             reason=self.reason,
+                             canary=SideRecord.model_validate(asdict(self.canary)),
+                             prod=SideRecord.model_validate(asdict(self.prod)))
 
 
 class Judge:

@@ -21,7 +21,6 @@ a bounded length, so no value (an instance id, an alert name) can inject a heade
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import smtplib
@@ -30,7 +29,6 @@ import time
 import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
 
 import redis
 
@@ -38,6 +36,7 @@ from cdpipe_host.keys import MONITOR_OUTBOX, MONITOR_OUTBOX_DEAD
 from cdpipe_host.names import one_line, shown
 from cdpipe_host.values import text
 from monitoring.config import Smtp
+from monitoring.records import OutboxMail
 
 log = logging.getLogger("monitor.mail")
 OUTBOX = MONITOR_OUTBOX
@@ -56,8 +55,9 @@ class BadMessage(Exception):
 
 
 def message(subject: str, body: str) -> str:
-    return json.dumps({"id": uuid.uuid4().hex, "subject": subject, "body": body,
-                       "attempts": 0, "next_try": 0.0, "queued": time.time()})
+    """A new outbox entry (JSON of an OutboxMail)."""
+    return OutboxMail(id=uuid.uuid4().hex, subject=subject, body=body,
+                      queued=time.time()).dumps()
 
 
 def header_text(value: str, limit: int = SUBJECT_CHARS) -> str:
@@ -149,20 +149,9 @@ def server_failure(smtp: Smtp, exc: BaseException) -> str:
     return f"SMTP server {where} unreachable: {reason}"
 
 
-def _item(raw: str) -> dict[str, Any] | None:
+def _item(raw: str) -> OutboxMail | None:
     """An outbox entry as a message, or None when it is not one."""
-    try:
-        item = json.loads(raw)
-    except ValueError:
-        return None
-    if not (isinstance(item, dict) and isinstance(item.get("id"), str)
-            and isinstance(item.get("subject"), str) and isinstance(item.get("body"), str)
-            and isinstance(item.get("attempts", 0), int)
-            and isinstance(item.get("next_try", 0.0), (int, float))):
-        return None
-    item.setdefault("attempts", 0)
-    item.setdefault("next_try", 0.0)
-    return item
+    return OutboxMail.loads(raw)
 
 
 def _set_aside(r: redis.Redis, raw: str, reason: str) -> None:
@@ -174,10 +163,10 @@ def _set_aside(r: redis.Redis, raw: str, reason: str) -> None:
     log.error("mail %s set aside in %s: %s", shown(raw), DEAD, reason)
 
 
-def _requeue(r: redis.Redis, raw: str, item: dict[str, Any]) -> None:
+def _requeue(r: redis.Redis, raw: str, item: OutboxMail) -> None:
     pipe = r.pipeline(transaction=True)  # both or neither: the message is never lost
     pipe.lrem(OUTBOX, 1, raw)
-    pipe.lpush(OUTBOX, json.dumps(item))
+    pipe.lpush(OUTBOX, item.dumps())
     pipe.execute()
 
 
@@ -193,29 +182,29 @@ def deliver_due(r: redis.Redis, smtp: Smtp, now: float | None = None) -> int:
             continue
         # Not due yet; a next try further away than the longest backoff means the wall
         # clock stepped back since it was set: due now, not that much later.
-        if now < item["next_try"] <= now + MAX_BACKOFF_SECONDS:
+        if now < item.next_try <= now + MAX_BACKOFF_SECONDS:
             continue
-        subject = shown(item["subject"])
+        subject = shown(item.subject)
         try:
-            send(smtp, build(smtp, item["subject"], item["body"], item["id"]))
+            send(smtp, build(smtp, item.subject, item.body, item.id))
         except BadMessage as exc:
-            item["bad_tries"] = int(item.get("bad_tries", 0)) + 1
-            if item["bad_tries"] >= MAX_TRIES:
-                _set_aside(r, raw, f"{exc} ({item['bad_tries']} tries)")
+            item.bad_tries += 1
+            if item.bad_tries >= MAX_TRIES:
+                _set_aside(r, raw, f"{exc} ({item.bad_tries} tries)")
                 continue
-            item["attempts"] += 1
-            item["next_try"] = now + min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
+            item.attempts += 1
+            item.next_try = now + min(MAX_BACKOFF_SECONDS, 2.0 ** item.attempts)
             _requeue(r, raw, item)
             log.warning("mail %s not sent (%s); try %d of %d", subject, exc,
-                        item["bad_tries"], MAX_TRIES)
+                        item.bad_tries, MAX_TRIES)
             continue  # this message's problem: the others go on
         except (OSError, smtplib.SMTPException) as exc:
-            item["attempts"] += 1
-            delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item["attempts"])
-            item["next_try"] = now + delay
+            item.attempts += 1
+            delay = min(MAX_BACKOFF_SECONDS, 2.0 ** item.attempts)
+            item.next_try = now + delay
             _requeue(r, raw, item)
             log.warning("mail %s not sent: %s; retry %d in %.0fs", subject,
-                        one_line(server_failure(smtp, exc)), item["attempts"], delay)
+                        one_line(server_failure(smtp, exc)), item.attempts, delay)
             break  # the server is down: the rest waits for the next round
         r.lrem(OUTBOX, 1, raw)
         sent += 1

@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import time
 from statistics import mean
-from typing import Any
 
 import redis
 
@@ -33,6 +31,7 @@ from monitoring.autoscaler import Autoscaler, Decision
 from monitoring.canary_judge import Judge, Verdict
 from monitoring.config import METRIC_SERIES, MonitorConfig, Rule
 from monitoring.mailer import OUTBOX, deliver_due, message
+from monitoring.records import VerdictRecord
 from monitoring.samples import SampleHistory
 from monitoring.scrape import Sample, poll
 
@@ -74,7 +73,7 @@ class Monitor:
         self.unqueued: list[str] = []
         self.cycles = 0
         self.skipped = OnceLog(log)  # invalid server entries, each logged once
-        self.last_decided: dict[str, Any] | None = None  # the judge's last decided verdict
+        self.last_decided: VerdictRecord | None = None  # the judge's last decided verdict
 
     def targets(self) -> list[tuple[str, str, str]]:
         found = {t.id: (t.id, t.role, t.url) for t in self.cfg.targets}
@@ -158,10 +157,10 @@ class Monitor:
         logged, never raised."""
         record = verdict.record(time.time())
         if verdict.decided:
-            self.last_decided = dict(record)
-        record["last_decided"] = self.last_decided
+            self.last_decided = record
+        stored = record.model_copy(update={"last_decided": self.last_decided})
         try:
-            self.r.set(MONITOR_CANARY_VERDICT, json.dumps(record))
+            self.r.set(MONITOR_CANARY_VERDICT, stored.dumps())
         except redis.RedisError as exc:
             log.warning("canary verdict not recorded in %s (%s)", MONITOR_CANARY_VERDICT,
                         exc)

@@ -10,12 +10,10 @@ Redis errors here are logged and never stop the cycle: alerts and mail matter mo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -23,6 +21,7 @@ from cdpipe_host.keys import MONITOR_SAMPLES
 from cdpipe_host.names import one_line
 from cdpipe_host.values import texts
 from monitoring.config import METRIC_SERIES
+from monitoring.records import SamplesRecord
 from monitoring.scrape import Sample
 
 KEEP = 30  # polls kept per target
@@ -40,10 +39,10 @@ class Target:
     error: str = ""
     points: deque[Point] = field(default_factory=lambda: deque(maxlen=KEEP))
 
-    def record(self) -> dict[str, Any]:
-        return {"role": self.role, "ok": self.ok, "error": self.error,
-                "t": [p[0] for p in self.points], "cpu": [p[1] for p in self.points],
-                "mem": [p[2] for p in self.points]}
+    def record(self) -> SamplesRecord:
+        return SamplesRecord(role=self.role, ok=self.ok, error=self.error,
+                             t=[p[0] for p in self.points], cpu=[p[1] for p in self.points],
+                             mem=[p[2] for p in self.points])
 
 
 def _number(value: object) -> float | None:
@@ -55,20 +54,13 @@ def _number(value: object) -> float | None:
 
 def read_target(raw: str) -> Target | None:
     """A stored entry as a Target; None when it does not read as one."""
-    try:
-        entry = json.loads(raw)
-        times, cpu, mem = entry["t"], entry["cpu"], entry["mem"]
-        if not (isinstance(times, list) and isinstance(cpu, list) and isinstance(mem, list)
-                and len(times) == len(cpu) == len(mem)):
-            return None
-        target = Target(str(entry.get("role", "")), bool(entry.get("ok", False)),
-                        str(entry.get("error", "")))
-    except (ValueError, TypeError, KeyError, AttributeError):
+    entry = SamplesRecord.loads(raw)
+    if entry is None:
         return None
-    for t, c, m in zip(times, cpu, mem, strict=True):
-        when = _number(t)
+    target = Target(entry.role, entry.ok, entry.error)
+    for when, cpu, mem in zip(entry.t, entry.cpu, entry.mem, strict=True):
         if when is not None:
-            target.points.append((when, _number(c), _number(m)))
+            target.points.append((when, cpu, mem))
     return target
 
 
@@ -117,7 +109,7 @@ class SampleHistory:
             pipe = self.r.pipeline(transaction=True)
             if self.targets:
                 pipe.hset(MONITOR_SAMPLES, mapping={
-                    k: json.dumps(t.record()) for k, t in self.targets.items()})
+                    k: t.record().dumps() for k, t in self.targets.items()})
             gone = sorted(self.stored - set(self.targets))
             if gone:
                 pipe.hdel(MONITOR_SAMPLES, *gone)

@@ -238,21 +238,34 @@ def test_entries_that_do_not_read_are_skipped(server: AclRedis) -> None:
         "bad-json": "{not json", "a-list": "[1, 2]", "short": json.dumps(
             {"t": [1.0, 2.0], "cpu": [1.0], "mem": [1.0]}),
         "nan": '{"role": "prod", "ok": true, "t": [1.0], "cpu": [NaN], "mem": [Infinity]}'})
-    admin.hset(MONITOR_ALERTS, mapping={"x": "nonsense", "y": '{"state": "gone"}',
-                                        "z": '{"state": "firing", "since": "soon"}'})
-    for key in (MONITOR_ALERT_HISTORY, MONITOR_SCALE_EVENTS, DEPLOY_HISTORY):
-        admin.rpush(key, '{"ok": 1}', "{", "[]", '"text"', "\xff", '{"ok": 2}')
+    state = {"state": "firing", "count": 3, "since": 5.0, "last_sent": 5.0, "summary": "s"}
+    admin.hset(MONITOR_ALERTS, mapping={
+        "x": "nonsense", "y": json.dumps(state | {"state": "gone"}),
+        "z": json.dumps(state | {"since": "soon"}), "c": json.dumps(state | {"count": True}),
+        "w": json.dumps(state)[:-1] + ', "value": NaN}'})
+    good = {MONITOR_ALERT_HISTORY: {"alert": "w", "event": "firing", "at": 1.0},
+            MONITOR_SCALE_EVENTS: {"at": 1.0, "direction": "out", "ok": True, "line": "l"},
+            DEPLOY_HISTORY: {"at": 1.0, "finished": 2.0, "commit": "c" * 40, "ref": "r",
+                             "target": "prod", "command": "deploy", "result": "ok"}}
+    for key, entry in good.items():
+        first, second = (json.dumps(entry | {"at": at}) for at in (1.0, 2.0))
+        admin.rpush(key, first, '{"ok": 1}', "{", "[]", '"text"', "\xff",
+                    json.dumps(entry | {"at": "yesterday"}), second)
     admin.set(MONITOR_CANARY_VERDICT, "[not an object]")
     operator = server.client("operator")
     samples = records.read_samples(operator)
     assert set(samples) == {"prod-1", "nan"}
     assert samples["nan"]["cpu"] == [None] and samples["nan"]["mem"] == [None]
     assert records.read_alerts(operator) == [
-        {"alert": "z", "state": "firing", "since": None, "summary": "", "value": None}]
-    for read in (records.read_alert_history, records.read_scale_events,
-                 records.read_deploys):
-        assert read(operator) == [{"ok": 1}, {"ok": 2}]
-        assert read(operator, count=1) == [{"ok": 1}]
+        {"alert": "w", "state": "firing", "since": 5.0, "summary": "s", "value": None}]
+    readers = {MONITOR_ALERT_HISTORY: records.read_alert_history,
+               MONITOR_SCALE_EVENTS: records.read_scale_events,
+               DEPLOY_HISTORY: records.read_deploys}
+    for key, read in readers.items():
+        assert [(e["at"], {k: e[k] for k in good[key] if k != "at"}) for e in read(operator)
+                ] == [(at, {k: v for k, v in good[key].items() if k != "at"})
+                      for at in (1.0, 2.0)], key
+        assert [e["at"] for e in read(operator, count=1)] == [1.0]
         assert read(operator, count=0) == []
     assert records.read_verdict(operator) is None
     admin.delete(MONITOR_CANARY_VERDICT)
@@ -382,8 +395,14 @@ def test_canary_weight_writes_the_weight(server: AclRedis, tmp_path: Path) -> No
 
 
 def test_math_is_finite_everywhere_it_matters() -> None:
-    """The readers' own guard: a float that JSON cannot hold never leaves them."""
-    assert records._number(math.nan) is None
-    assert records._number(math.inf) is None
-    assert records._number(True) is None
-    assert records._number(3) == 3.0
+    """The records' own guard: a measure JSON cannot hold (NaN, infinity, a boolean)
+    reads as None, and a writer never writes one."""
+    from monitoring.records import AlertEvent
+
+    for raw in ("NaN", "Infinity", "-Infinity", "true"):
+        event = AlertEvent.loads(f'{{"alert": "a", "event": "firing", "at": 1, '
+                                 f'"value": {raw}}}')
+        assert event is not None and event.value is None, raw
+    assert AlertEvent(alert="a", event="firing", at=1.0, value=3).value == 3.0
+    assert json.loads(AlertEvent(alert="a", event="firing", at=1.0,
+                                 since=math.inf).dumps())["since"] is None

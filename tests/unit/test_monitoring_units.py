@@ -141,16 +141,17 @@ def test_a_verdict_carries_the_numbers_of_both_sides_as_json() -> None:
     judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
     judge.observe([traffic("p", "prod", 0, 0), traffic("c", "canary", 0, 0)])
     bad = judge.observe([traffic("p", "prod", 100, 1), traffic("c", "canary", 50, 15)])
-    record = json.loads(json.dumps(bad.record(at=1000.0), allow_nan=False))
+    record = json.loads(bad.record(at=1000.0).dumps())
     assert record == {
         "at": 1000.0, "decided": True, "failed": True, "reason": bad.reason,
         "canary": {"requests": 50.0, "error_rate": 0.3, "p95_ms": 10.0},
-        "prod": {"requests": 100.0, "error_rate": 0.01, "p95_ms": 10.0}}
+        "prod": {"requests": 100.0, "error_rate": 0.01, "p95_ms": 10.0},
+        "last_decided": None}
     # A p95 beyond the largest finite bucket (inf) and no timed request are both null.
     judge = Judge(CanaryJudge(min_requests=20, window_polls=2))
     judge.observe([traffic("p", "prod", 0, 0), _beyond("c", 0)])
     verdict = judge.observe([traffic("p", "prod", 0, 0), _beyond("c", 50)])
-    record = json.loads(json.dumps(verdict.record(at=1.0), allow_nan=False))
+    record = json.loads(verdict.record(at=1.0).dumps())
     assert not record["decided"]
     assert record["canary"] == {"requests": 50.0, "error_rate": 0.0, "p95_ms": None}
     assert record["prod"] == {"requests": 0.0, "error_rate": 0.0, "p95_ms": None}

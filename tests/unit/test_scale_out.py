@@ -5,6 +5,7 @@ is terminated, and is gone from the state file and the inventory."""
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ def test_the_configure_of_the_new_instance_is_in_the_deploy_history(
     test_records.py); the failure's exception goes up unchanged."""
     recorded: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(deploy_record.history, "record",
-                        lambda r, key, entry: recorded.append((key, entry)))
+                        lambda r, key, entry: recorded.append((key, json.loads(entry))))
     monkeypatch.setattr(env, "_playbook", lambda *a, **k: None)
     env.scale_out(max_count=4)
 
