@@ -92,9 +92,14 @@ def canary_weight(value: Annotated[str, typer.Argument(
 
 
 @canary_app.command("promote")
-def canary_promote() -> None:
-    """Deploy the canary's commit to every prod server, one at a time, each drained first."""
-    canary.promote(environment_for(None))
+def canary_promote(
+    now: Annotated[bool, typer.Option(
+        "--now", help="promote without the monitor judge's pass of the canary's "
+                      "release (the emergency promote)")] = False,
+) -> None:
+    """Deploy the canary's commit to every prod server, one at a time, each drained
+    first: on the monitor judge's decided pass of that commit (or --now)."""
+    canary.promote(environment_for(None), now=now, show=note)
 
 
 @canary_app.command("rollback")

@@ -1,13 +1,23 @@
-"""Automatic canary judgement: the canary's 5xx rate and p95 latency against prod's.
+"""Automatic canary judgement: the canary's 5xx rate and p95 latency against prod's,
+and against absolute ceilings.
 
-Counters of each instance are turned into per-poll deltas; a window of recent polls is
-judged once both sides served enough requests. Too little traffic is "no verdict yet",
-never a pass.
+Counters of each instance are turned into per-poll deltas (a counter that went back,
+any of them, means the instance restarted: its counts since then are the delta; errors
+are never negative nor more than the requests). The window is every poll since the
+canary's release changed (``app_release_info{commit}``: a canary deploy starts a new
+window, so no verdict mixes two releases) and within the last ``window_seconds``; it is
+judged once both sides served ``min_requests``. Too little traffic is "no verdict yet",
+and a prod beyond the ceilings is "inconclusive: prod unhealthy", never a pass. A
+verdict names the commit it judged and when its window began.
+
+p95 is interpolated within a histogram bucket as Prometheus' ``histogram_quantile``
+does (the app's buckets are 25 ms apart up to 300 ms).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -32,13 +42,26 @@ class Traffic:
         return self.errors / self.requests if self.requests else 0.0
 
     def p95_ms(self) -> float:
-        total = self.buckets.get(math.inf, 0.0)
-        if total <= 0:
-            return 0.0
-        for le in sorted(self.buckets):
-            if self.buckets[le] >= 0.95 * total:
-                return le * 1000 if le != math.inf else math.inf
-        return math.inf
+        return quantile(0.95, self.buckets) * 1000
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float:
+    """The q-quantile of a histogram (upper bound -> cumulative count), interpolated
+    linearly within its bucket as Prometheus' histogram_quantile does: 0.0 without
+    observations; the largest finite bound when it falls in the +Inf bucket."""
+    bounds = sorted(buckets)
+    total = buckets.get(math.inf, 0.0)
+    if total <= 0 or len(bounds) < 2 or bounds[-1] != math.inf:
+        return 0.0
+    rank = q * total
+    index = next(i for i, le in enumerate(bounds) if buckets[le] >= rank)
+    if bounds[index] == math.inf:
+        return bounds[-2]
+    upper, count = bounds[index], buckets[bounds[index]]
+    lower, below = (bounds[index - 1], buckets[bounds[index - 1]]) if index else (0.0, 0.0)
+    if upper <= 0 or count - below <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / (count - below)
 
 
 def _bound(raw: str) -> float | None:
@@ -48,6 +71,14 @@ def _bound(raw: str) -> float | None:
         return float(raw)
     except ValueError:
         return None
+
+
+def release(sample: Sample) -> str:
+    """The commit a target serves (its ``app_release_info``), "" when it does not say."""
+    for name, labels, _value in sample.series:
+        if name == "app_release_info":
+            return labels.get("commit", "")
+    return ""
 
 
 def totals(sample: Sample, ignore: set[str]) -> Traffic:
@@ -67,14 +98,23 @@ def totals(sample: Sample, ignore: set[str]) -> Traffic:
     return t
 
 
+def _went_back(now: Traffic, before: Traffic) -> bool:
+    return (now.requests < before.requests or now.errors < before.errors
+            or any(n < before.buckets.get(le, 0.0) for le, n in now.buckets.items()))
+
+
 def delta(now: Traffic, before: Traffic | None) -> Traffic:
+    """What an instance served since the poll before (nothing on the first poll): all it
+    counted when any counter went back (it restarted), clamped so that errors are
+    between 0 and the requests."""
     if before is None:
         return Traffic()
-    if now.requests < before.requests:  # the instance restarted: counters began again
-        return now
-    d = Traffic(now.requests - before.requests, now.errors - before.errors)
-    for le, n in now.buckets.items():
-        d.buckets[le] = max(0.0, n - before.buckets.get(le, 0.0))
+    if _went_back(now, before):
+        d = Traffic(now.requests, now.errors, dict(now.buckets))
+    else:
+        d = Traffic(now.requests - before.requests, now.errors - before.errors,
+                    {le: n - before.buckets.get(le, 0.0) for le, n in now.buckets.items()})
+    d.errors = min(max(d.errors, 0.0), d.requests)
     return d
 
 
@@ -101,63 +141,97 @@ class Verdict:
     reason: str
     canary: Side = field(default_factory=Side)
     prod: Side = field(default_factory=Side)
+    commit: str = ""  # the canary's release judged ("" when it did not say)
+    window_start: float | None = None  # when the window began (epoch seconds)
 
     def record(self, at: float) -> VerdictRecord:
         """The verdict as ``monitor:canary:verdict`` holds it."""
         return VerdictRecord(at=at, decided=self.decided, failed=self.failed,
                              reason=self.reason,
                              canary=SideRecord.model_validate(asdict(self.canary)),
-                             prod=SideRecord.model_validate(asdict(self.prod)))
+                             prod=SideRecord.model_validate(asdict(self.prod)),
+                             commit=self.commit, window_start=self.window_start)
+
+
+@dataclass
+class Poll:
+    at: float
+    traffic: dict[str, Traffic]
 
 
 class Judge:
     def __init__(self, cfg: CanaryJudge) -> None:
         self.cfg = cfg
         self.last: dict[str, Traffic] = {}
-        self.window: dict[str, deque[Traffic]] = {
-            "prod": deque(maxlen=cfg.window_polls), "canary": deque(maxlen=cfg.window_polls)}
+        self.polls: deque[Poll] = deque()
+        self.commit: str | None = None  # the canary's release this window judges
+        self.window_start: float | None = None
 
-    def observe(self, samples: list[Sample]) -> Verdict:
+    def observe(self, samples: list[Sample], now: float | None = None) -> Verdict:
+        now = time.time() if now is None else now
         ignore = set(self.cfg.ignore_routes)
-        poll = {"prod": Traffic(), "canary": Traffic()}
+        poll = Poll(now, {"prod": Traffic(), "canary": Traffic()})
+        commits = set()
         for s in samples:
-            if s.role not in poll or not s.ok:
+            if s.role not in poll.traffic or not s.ok:
                 continue
-            now = totals(s, ignore)
-            poll[s.role].add(delta(now, self.last.get(s.target_id)))
-            self.last[s.target_id] = now
-        for role, traffic in poll.items():
-            self.window[role].append(traffic)
+            if s.role == "canary":
+                commits.add(release(s))
+            counted = totals(s, ignore)
+            poll.traffic[s.role].add(delta(counted, self.last.get(s.target_id)))
+            self.last[s.target_id] = counted
+        commit = commits.pop() if len(commits) == 1 else ""
+        if commit != self.commit:  # a new release (or none, or mixed): a new window
+            self.commit = commit
+            self.reset(now)
+        self.polls.append(poll)
+        while self.polls and self.polls[0].at < now - self.cfg.window_seconds:
+            self.polls.popleft()
         return self.verdict()
 
-    def reset(self) -> None:
-        for w in self.window.values():
-            w.clear()
+    def reset(self, now: float | None = None) -> None:
+        """A new window from now (after a release change, or a failed verdict)."""
+        self.polls.clear()
+        self.window_start = time.time() if now is None else now
 
     def verdict(self) -> Verdict:
-        side = {}
-        for role, polls in self.window.items():
-            t = Traffic()
-            for p in polls:
-                t.add(p)
-            side[role] = t
+        side = {"prod": Traffic(), "canary": Traffic()}
+        for poll in self.polls:
+            for role, traffic in poll.traffic.items():
+                side[role].add(traffic)
         canary, prod = side["canary"], side["prod"]
-        numbers = {"canary": Side.of(canary), "prod": Side.of(prod)}
-        if canary.requests < self.cfg.min_requests or prod.requests < self.cfg.min_requests:
-            return Verdict(False, False,
-                           f"no verdict yet: {canary.requests:.0f} canary and "
-                           f"{prod.requests:.0f} prod requests (need {self.cfg.min_requests})",
-                           **numbers)
+        cfg = self.cfg
+        numbers = Side.of(canary), Side.of(prod)
+
+        def said(decided: bool, failed: bool, reason: str) -> Verdict:
+            return Verdict(decided, failed, reason, *numbers, self.commit or "",
+                           self.window_start)
+
+        if canary.requests < cfg.min_requests or prod.requests < cfg.min_requests:
+            return said(False, False,
+                        f"no verdict yet: {canary.requests:.0f} canary and "
+                        f"{prod.requests:.0f} prod requests (need {cfg.min_requests})")
         c_rate, p_rate = canary.error_rate(), prod.error_rate()
-        if c_rate > p_rate + self.cfg.error_rate_margin:
-            return Verdict(True, True,
-                           f"canary 5xx rate {c_rate:.1%} vs prod {p_rate:.1%} "
-                           f"(margin {self.cfg.error_rate_margin:.0%}) over "
-                           f"{canary.requests:.0f} canary requests", **numbers)
         c_p95, p_p95 = canary.p95_ms(), prod.p95_ms()
-        limit = max(p_p95 * self.cfg.latency_factor, p_p95 + self.cfg.latency_margin_ms)
+        if p_rate > cfg.max_error_rate or p_p95 > cfg.max_p95_ms:
+            return said(False, False,
+                        f"inconclusive: prod unhealthy (5xx {p_rate:.1%}, p95 "
+                        f"{p_p95:.0f} ms; ceilings {cfg.max_error_rate:.0%}, "
+                        f"{cfg.max_p95_ms:.0f} ms)")
+        if c_rate > cfg.max_error_rate:
+            return said(True, True,
+                        f"canary 5xx rate {c_rate:.1%} above the ceiling "
+                        f"{cfg.max_error_rate:.0%} over {canary.requests:.0f} canary "
+                        "requests")
+        if c_rate > p_rate + cfg.error_rate_margin:
+            return said(True, True,
+                        f"canary 5xx rate {c_rate:.1%} vs prod {p_rate:.1%} "
+                        f"(margin {cfg.error_rate_margin:.0%}) over "
+                        f"{canary.requests:.0f} canary requests")
+        limit = min(max(p_p95 * cfg.latency_factor, p_p95 + cfg.latency_margin_ms),
+                    cfg.max_p95_ms)
         if c_p95 > limit:
-            return Verdict(True, True, f"canary p95 {c_p95:.0f} ms vs prod {p_p95:.0f} ms "
-                                       f"(limit {limit:.0f} ms)", **numbers)
-        return Verdict(True, False, f"canary healthy: 5xx {c_rate:.1%} vs {p_rate:.1%}, "
-                                    f"p95 {c_p95:.0f} vs {p_p95:.0f} ms", **numbers)
+            return said(True, True, f"canary p95 {c_p95:.0f} ms vs prod {p_p95:.0f} ms "
+                                    f"(limit {limit:.0f} ms)")
+        return said(True, False, f"canary healthy: 5xx {c_rate:.1%} vs {p_rate:.1%}, "
+                                 f"p95 {c_p95:.0f} vs {p_p95:.0f} ms")

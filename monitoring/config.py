@@ -153,7 +153,13 @@ class Scaling(Strict):
 class CanaryJudge(Strict):
     enabled: bool = True
     min_requests: int = Field(default=20, ge=1)
-    window_polls: int = Field(default=5, ge=1)
+    # The window: polls since the canary's release changed, within the last this many
+    # seconds (a count of polls would never reach min_requests at short intervals).
+    window_seconds: float = Field(default=600, ge=1)
+    # Absolute ceilings: a canary beyond either fails whatever prod does; a prod beyond
+    # either makes the verdict inconclusive (never a pass).
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p95_ms: float = Field(default=1000, gt=0)
     error_rate_margin: float = Field(default=0.05, ge=0, le=1)
     latency_factor: float = Field(default=1.5, ge=1)
     latency_margin_ms: float = Field(default=50, ge=0)

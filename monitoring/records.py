@@ -18,10 +18,12 @@ where a number may be missing as None. Fields a newer writer adds are ignored.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticSerializationError
 
 
 def _finite_or_none(value: object) -> object:
@@ -41,7 +43,10 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, ser_json_inf_nan="null")
 
     def dumps(self) -> str:
-        return self.model_dump_json()
+        try:
+            return self.model_dump_json()
+        except PydanticSerializationError:  # text pydantic will not write (a lone
+            return json.dumps(self.model_dump())  # surrogate): the standard library's
 
     @classmethod
     def loads(cls, raw: str | bytes | None) -> Self | None:
@@ -50,6 +55,10 @@ class Record(BaseModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError:
+            pass
+        try:  # JSON pydantic's parser refuses but Python's reads (a lone surrogate)
+            return cls.model_validate(json.loads(raw))
+        except (ValueError, ValidationError):
             return None
 
 
@@ -120,6 +129,8 @@ class VerdictRecord(Record):
     reason: str
     canary: SideRecord = Field(default_factory=SideRecord)
     prod: SideRecord = Field(default_factory=SideRecord)
+    commit: str = ""  # the canary's release the window judged ("": it did not say)
+    window_start: Measure = None  # when that window began
     # On the latest record only: the last decided verdict (after a failed one the judge
     # starts a new window, whose "no verdict yet" must not hide why).
     last_decided: VerdictRecord | None = None

@@ -260,9 +260,13 @@ def test_cli_flags_and_canary_status(local_env: LocalEnv, r) -> None:  # type: i
 
 
 def test_promote_and_rollback_under_load(local_env: LocalEnv) -> None:
+    """Right after a canary deploy the judge (90-second polls here) has no verdict of
+    the new release: promote refuses, and --now, the emergency promote, goes ahead."""
     local_env.cdpipe("deploy", "--ref", local_env.old, "--target", "canary")
+    early = local_env.cdpipe("canary", "promote", check=False)
+    assert early.returncode == 1 and f"canary's release {local_env.old[:12]}" in early.stderr
     with Load(local_env.proxy_url + "/", threads=3, max_seconds=120) as load:
-        local_env.cdpipe("canary", "promote")
+        local_env.cdpipe("canary", "promote", "--now")
     assert load.failures() == []
     assert len(load.samples) > 100
     versions = {i["id"]: i["version"]

@@ -262,6 +262,34 @@ def test_failing_canary_is_taken_out_automatically(quiet_mon: LocalEnv) -> None:
              30, "canary mail")
 
 
+def test_promote_waits_for_the_judges_pass_of_the_canarys_own_release(
+        quiet_mon: LocalEnv) -> None:
+    """Seconds after a canary deploy the judge has no verdict of the new release (the
+    window begins again with it), so promote refuses; under load the judge passes that
+    release within seconds (1-second polls) and the same promote then runs, with no
+    failed request."""
+    mon, r = quiet_mon, quiet_mon.redis()
+    mon.cdpipe("deploy", "--ref", mon.old, "--target", "canary")
+    early = mon.cdpipe("canary", "promote", check=False)
+    assert early.returncode == 1, early.stdout
+    assert f"canary's release {mon.old[:12]}" in early.stderr
+
+    def passed() -> bool:
+        raw = r.get("monitor:canary:verdict")
+        verdict = json.loads(raw) if raw else {}
+        return verdict.get("decided") is True and verdict.get("commit") == mon.old \
+            and verdict.get("failed") is False
+    with Load(mon.proxy_url + "/", threads=3, max_seconds=180) as load:
+        wait_for(passed, 60, f"the judge's pass of {mon.old[:12]}")
+        out = mon.cdpipe("canary", "promote")
+    assert f"the judge passed {mon.old[:12]}" in out.stdout + out.stderr
+    assert load.failures() == []
+    versions = {i["role"]: i["version"]
+                for i in json.loads(mon.cdpipe("status", "--json").stdout)["instances"]
+                if i["role"] in ("prod", "canary")}
+    assert versions == {"prod": mon.old, "canary": mon.old}
+
+
 def test_the_records_a_dashboard_reads(mon: LocalEnv) -> None:
     """After the cases above, as the operator (the dashboard's user) through
     cdpipe.records: every polled instance's samples, the alerts' history, the
@@ -288,3 +316,4 @@ def test_the_records_a_dashboard_reads(mon: LocalEnv) -> None:
     verdict = records.read_verdict(operator)
     assert verdict is not None and time.time() - verdict["at"] < 30
     assert set(verdict["canary"]) == {"requests", "error_rate", "p95_ms"}
+    assert verdict["window_start"] is not None and "commit" in verdict

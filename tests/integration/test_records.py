@@ -187,7 +187,8 @@ def test_the_monitor_records_each_verdict(server: AclRedis) -> None:
     monitor.judge_canary([])
     verdict = records.read_verdict(server.client("operator"))
     assert verdict is not None and before <= verdict.pop("at") <= time.time()
-    assert verdict == {"decided": False, "failed": False,
+    assert before <= verdict.pop("window_start") <= time.time()  # the judge's first poll
+    assert verdict == {"decided": False, "failed": False, "commit": "",
                        "reason": "no verdict yet: 0 canary and 0 prod requests (need 20)",
                        "canary": {"requests": 0.0, "error_rate": 0.0, "p95_ms": None},
                        "prod": {"requests": 0.0, "error_rate": 0.0, "p95_ms": None},
@@ -406,3 +407,41 @@ def test_math_is_finite_everywhere_it_matters() -> None:
     assert AlertEvent(alert="a", event="firing", at=1.0, value=3).value == 3.0
     assert json.loads(AlertEvent(alert="a", event="firing", at=1.0,
                                  since=math.inf).dumps())["since"] is None
+
+
+def test_promote_needs_the_judges_decided_pass_of_the_canarys_own_release(
+        server: AclRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A canary promoted seconds after its deploy was judged on the release before it:
+    promote now needs a decided, passing verdict naming the canary's commit (the last
+    decided one when the latest is not decided), and --now skips that, saying so."""
+    lines: list[str] = []
+    env = environment(tmp_path / "home", server.port, lines, server.passwords)
+    deployed: list[str] = []
+    monkeypatch.setattr(env, "deploy", lambda commit, target, command: deployed.append(
+        command))
+    admin = server.client("admin")
+    side = {"requests": 40.0, "error_rate": 0.0, "p95_ms": 20.0}
+    passed = {"at": 1.0, "decided": True, "failed": False, "reason": "canary healthy",
+              "canary": side, "prod": side, "commit": COMMIT, "window_start": 0.5}
+    refused = {
+        "no verdict recorded": None,
+        "no decided verdict": passed | {"decided": False, "reason": "no verdict yet: 3"},
+        "not of the canary's release": passed | {"commit": "b" * 40},
+        "failed the canary's release": passed | {"failed": True, "reason": "5xx 30%"},
+    }
+    for words, verdict in refused.items():
+        if verdict is None:
+            admin.delete(MONITOR_CANARY_VERDICT)
+        else:
+            admin.set(MONITOR_CANARY_VERDICT, json.dumps(verdict))
+        with pytest.raises(CdpipeError, match=words):
+            canary.promote(env, show=lines.append)
+    assert deployed == []
+    # The latest verdict is a new window's "not yet"; the last decided one passed.
+    admin.set(MONITOR_CANARY_VERDICT, json.dumps(
+        passed | {"decided": False, "reason": "no verdict yet", "last_decided": passed}))
+    canary.promote(env, show=lines.append)
+    assert deployed == ["canary promote"] and "the judge passed" in lines[-1]
+    admin.delete(MONITOR_CANARY_VERDICT)
+    canary.promote(env, now=True, show=lines.append)
+    assert deployed[-1] == "canary promote --now" and "--now" in lines[-1]

@@ -363,7 +363,7 @@ def test_canary_deploy_and_promote_under_steady_load(deployed: MachinesEnv) -> N
         deployed.cdpipe("deploy", "--ref", deployed.old, "--target", "canary")
         versions = {i["role"]: i["version"] for i in deployed.status()["instances"]}
         assert (versions["prod"], versions["canary"]) == (deployed.new, deployed.old)
-        deployed.cdpipe("canary", "promote")
+        deployed.cdpipe("canary", "promote", "--now")  # the monitor polls every 90 s
         versions = {i["role"]: i["version"] for i in deployed.status()["instances"]}
         assert (versions["prod"], versions["canary"]) == (deployed.old, deployed.old)
     assert len(load.samples) > 100
