@@ -17,12 +17,14 @@ import redis
 
 from cdpipe_host.haproxy import ConfigRejected, HAProxyError, HAProxyRuntime, check_config
 from cdpipe_host.keys import CONTROLLER_CHANNELS
-from cdpipe_host.names import DECODE_ERRORS
+from cdpipe_host.names import DECODE_ERRORS, OnceLog
 from cdpipe_host.proxy.desired import Desired, Server, read_desired, weights
 from cdpipe_host.proxy.render import parse_servers, render
 from cdpipe_host.proxy.settings import ControllerConfig
 
 log = logging.getLogger("proxy-controller")
+# A canary kept in rotation under its alert, the last server serving: said once.
+LAST_SERVING = OnceLog(log)
 
 
 class HAProxyFiles:
@@ -141,11 +143,15 @@ class Controller:
         """Weights and maintenance states through the runtime API: no reload."""
         live = self.runtime.servers(self.cfg.backend)
         role_weight = weights(members, desired)
+        held = desired.held_out_of(members.values())
         for name, server in members.items():
             state = live.get(name)
             if state is None:
                 continue
-            off = desired.held_out(server)
+            off = name in held
+            if not off and desired.held_out(server):
+                LAST_SERVING.warning((name,), f"{name}: kept in rotation despite the canary "
+                                           "alert: no other server is serving")
             if off and not state.in_maintenance:
                 self.runtime.set_state(self.cfg.backend, name, "maint")
                 log.info("%s: maintenance (%s)", name,

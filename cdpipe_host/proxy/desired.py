@@ -5,6 +5,7 @@ canary its share. Pure but for ``read_desired``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
@@ -34,6 +35,17 @@ class Desired:
         """Not to take new requests: no longer wanted, or a canary under alert."""
         return server.name not in self.servers or (server.role == "canary"
                                                    and self.canary_alert)
+
+    def held_out_of(self, members: Iterable[Server]) -> set[str]:
+        """The members not to take new requests (``held_out``), but never all of them:
+        when none would be left serving (one prod drained for a deploy while the alert
+        holds the canary out), the wanted ones held out by the alert alone stay in. An
+        empty backend fails every request; a failing canary fails some."""
+        members = list(members)
+        held = {s.name for s in members if self.held_out(s)}
+        if members and len(held) == len(members):
+            held -= {s.name for s in members if s.name in self.servers}
+        return held
 
 
 # Invalid server entries are logged once per controller process, not on every pass.

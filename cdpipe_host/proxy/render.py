@@ -27,8 +27,9 @@ def parse_servers(config_text: str) -> dict[str, Server]:
 def render(base: str, servers: dict[str, Server], desired: Desired, cookie_key: str) -> str:
     role_weight = weights(servers, desired)
     lines = [base.rstrip("\n"), SERVERS_COMMENT]
+    held = desired.held_out_of(servers.values())
     for server in sorted(servers.values(), key=lambda s: (s.role != "prod", s.name)):
-        off = desired.held_out(server)
+        off = server.name in held
         lines.append(
             f"    server {server.name} {server.address} weight {role_weight[server.role]}"
             f" cookie {server_cookie(cookie_key, server.name)}{' disabled' if off else ''}"

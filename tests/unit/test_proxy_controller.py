@@ -83,6 +83,32 @@ def test_alert_and_draining_servers_are_rendered_disabled() -> None:
     assert f"cookie {cookie('prod-1')}  #" in text
 
 
+def test_the_last_serving_server_stays_in_rotation_under_the_canary_alert(
+        controller: Controller) -> None:
+    """One prod drained for a deploy (gone from servers:prod) while the alert holds the
+    canary out: nothing would serve, and every request would fail. The canary stays in
+    (file and runtime); with another prod serving it is held out as before."""
+    want = desired(**{"canary-1": "127.0.0.1:9002"})
+    want.canary_alert = True
+    members = dict(want.servers) | {"prod-1": Server("prod-1", "127.0.0.1:9001", "prod")}
+    text = render(BASE, members, want, KEY)
+    assert f"cookie {cookie('canary-1')}  #" in text  # not disabled
+    assert f"cookie {cookie('prod-1')} disabled" in text  # draining
+    runtime = FakeRuntime({"prod-1": state("prod-1", 256), "canary-1": state("canary-1", 1)})
+    controller.runtime = runtime  # type: ignore[assignment]
+    controller.apply_runtime(want, members)
+    assert "state prod-1 maint" in runtime.commands
+    assert "state canary-1 maint" not in runtime.commands
+    # A second prod serving: the canary under alert is held out.
+    want.servers["prod-2"] = Server("prod-2", "127.0.0.1:9003", "prod")
+    members["prod-2"] = want.servers["prod-2"]
+    runtime = FakeRuntime({name: state(name, 1) for name in members})
+    controller.runtime = runtime  # type: ignore[assignment]
+    controller.apply_runtime(want, members)
+    assert "state canary-1 maint" in runtime.commands
+    assert f"cookie {cookie('canary-1')} disabled" in render(BASE, members, want, KEY)
+
+
 class FakeRuntime:
     def __init__(self, states: dict[str, ServerState]) -> None:
         self.states = states
