@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-WANTED = ("instance_", "app_requests_total", "app_request_duration_seconds_bucket")
+WANTED = ("instance_", "app_requests_total", "app_request_duration_seconds_bucket",
+          "app_release_info")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.metrics import LATENCY_BUCKETS
-from monitoring.canary_judge import Judge, Traffic, delta, quantile
+from monitoring.canary_judge import Judge, Traffic, delta, quantile, release
 from monitoring.config import CanaryJudge, ConfigError, load
 from monitoring.scrape import Sample, parse
 
@@ -186,6 +186,18 @@ def served(target: str, role: str, requests: float, errors: float = 0,
         s.series.append(("app_request_duration_seconds_bucket", {"route": "/", "le": bound},
                          requests if latency_ms / 1000 <= le else 0.0))
     return s
+
+
+def test_the_release_is_read_from_the_apps_own_metrics() -> None:
+    """The commit the app says it serves, through the monitor's parser (which keeps
+    only the series it reads: app_release_info among them)."""
+    from app import create_app
+
+    app = create_app({"TESTING": True, "APP_VERSION": "c0ffee" * 6 + "abcd"})
+    sample = Sample("c", "canary", ok=True)
+    parse(app.test_client().get("/metrics").get_data(as_text=True), sample)
+    assert release(sample) == "c0ffee" * 6 + "abcd"
+    assert release(Sample("c", "canary", ok=True)) == ""
 
 
 def test_a_canary_deploy_starts_a_new_window_and_the_verdict_names_its_commit() -> None:
