@@ -82,6 +82,11 @@ class ServerStats:
     sessions: int  # current connections (scur)
     responses: int
     errors_5xx: int
+    # Requests sent to it (lbtot), and those that failed there: its 5xx, and the
+    # response and connection errors HAProxy answered with a 502/503/504 itself
+    # (eresp, econ: a server that closed the connection, a worker timed out).
+    selected: int = 0
+    failed: int = 0
 
 
 def parse_servers_state(out: str) -> dict[str, ServerState]:
@@ -116,7 +121,8 @@ def parse_stats_csv(text: str, backend: str = APP_BACKEND) -> dict[str, ServerSt
             name=name, status=row.get("status") or "?", weight=_count(row, "weight"),
             sessions=_count(row, "scur"),
             responses=sum(_count(row, f"hrsp_{c}") for c in RESPONSE_CLASSES),
-            errors_5xx=_count(row, "hrsp_5xx"),
+            errors_5xx=_count(row, "hrsp_5xx"), selected=_count(row, "lbtot"),
+            failed=sum(_count(row, c) for c in ("hrsp_5xx", "eresp", "econ")),
         )
     return servers
 

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from cdpipe_host.haproxy import ServerStats
 from monitoring.config import CanaryJudge
 from monitoring.records import SideRecord, VerdictRecord
 from monitoring.scrape import Sample
@@ -162,12 +163,18 @@ class Poll:
 class Judge:
     def __init__(self, cfg: CanaryJudge) -> None:
         self.cfg = cfg
-        self.last: dict[str, Traffic] = {}
+        self.last: dict[str, Traffic] = {}  # the app's counters by instance, last poll
+        self.last_proxy: dict[str, Traffic] = {}  # HAProxy's, by server
         self.polls: deque[Poll] = deque()
         self.commit: str | None = None  # the canary's release this window judges
         self.window_start: float | None = None
 
-    def observe(self, samples: list[Sample], now: float | None = None) -> Verdict:
+    def observe(self, samples: list[Sample], now: float | None = None,
+                proxy: dict[str, ServerStats] | None = None) -> Verdict:
+        """One poll: the app's counters of each prod and canary instance and, when the
+        monitor read them, HAProxy's (``proxy``: by server name, the instance id). Per
+        instance the larger count of requests and of 5xx is taken: HAProxy's holds the
+        502/503/504 it answered itself, the app's the requests that bypassed it."""
         now = time.time() if now is None else now
         ignore = set(self.cfg.ignore_routes)
         poll = Poll(now, {"prod": Traffic(), "canary": Traffic()})
@@ -178,8 +185,16 @@ class Judge:
             if s.role == "canary":
                 commits.add(release(s))
             counted = totals(s, ignore)
-            poll.traffic[s.role].add(delta(counted, self.last.get(s.target_id)))
+            served = delta(counted, self.last.get(s.target_id))
             self.last[s.target_id] = counted
+            if proxy is not None and (stats := proxy.get(s.target_id)) is not None:
+                seen = Traffic(float(max(stats.selected, stats.responses)),
+                               float(stats.failed))
+                by_proxy = delta(seen, self.last_proxy.get(s.target_id))
+                self.last_proxy[s.target_id] = seen
+                served.requests = max(served.requests, by_proxy.requests)
+                served.errors = min(max(served.errors, by_proxy.errors), served.requests)
+            poll.traffic[s.role].add(served)
         commit = commits.pop() if len(commits) == 1 else ""
         if commit != self.commit:  # a new release (or none, or mixed): a new window
             self.commit = commit

@@ -166,6 +166,16 @@ class CanaryJudge(Strict):
     ignore_routes: list[str] = Field(default_factory=lambda: ["/metrics", "/healthz"])
 
 
+class ProxyStats(Strict):
+    """HAProxy's stats page (CSV), read for the canary judge: HAProxy's own count of
+    each app server's answers and 5xx (monitoring.proxy_stats)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]{1,500}$")
+    user: str = "admin"
+    password_file: str | None = None
+    backend: str = "app"
+
+
 class MonitorConfig(Strict):
     interval_seconds: float = Field(default=90, ge=1)
     timeout_seconds: float = Field(default=5, gt=0)
@@ -178,6 +188,7 @@ class MonitorConfig(Strict):
     rules: list[Rule] = Field(default_factory=list)
     scaling: Scaling = Field(default_factory=Scaling)
     canary: CanaryJudge = Field(default_factory=CanaryJudge)
+    proxy_stats: ProxyStats | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> MonitorConfig:

@@ -22,10 +22,12 @@ from statistics import mean
 
 import redis
 
+from cdpipe_host.haproxy import ServerStats
 from cdpipe_host.keys import CANARY_ALERT, MONITOR_CANARY_VERDICT, servers_key
 from cdpipe_host.names import DECODE_ERRORS, OnceLog, server_entries
 from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
+from monitoring import proxy_stats
 from monitoring.alerts import AlertBook
 from monitoring.autoscaler import Autoscaler, Decision
 from monitoring.canary_judge import Judge, Verdict
@@ -66,6 +68,7 @@ class Monitor:
         self.alerts = AlertBook(self.r, cfg.repeat_interval_seconds)
         self.scaler = Autoscaler(cfg.scaling, self.r, cfg.repeat_interval_seconds)
         self.judge = Judge(cfg.canary)
+        self.proxy: dict[str, ServerStats] | None = None  # HAProxy's counts, last poll
         self.history = SampleHistory(self.r)
         self.scaling: asyncio.Task[None] | None = None
         # Mail that could not be queued in Redis (down or out of memory when a scale
@@ -87,13 +90,21 @@ class Monitor:
     async def cycle(self) -> list[Sample]:
         targets = self.targets()
         started, at = time.monotonic(), time.time()
-        samples = await poll(targets, self.cfg.timeout_seconds)
+        samples, self.proxy = await asyncio.gather(
+            poll(targets, self.cfg.timeout_seconds), self.read_proxy())
         self.cycles += 1
         log.info("poll %d: %d targets in %.2fs, %d down", self.cycles, len(samples),
                  time.monotonic() - started, sum(not s.ok for s in samples))
         self.history.record(samples, at)
         self.evaluate(samples)
         return samples
+
+    async def read_proxy(self) -> dict[str, ServerStats] | None:
+        """HAProxy's count of each app server's answers, for the canary judge (None
+        without the stats page in the configuration, or when it did not answer)."""
+        if self.cfg.proxy_stats is None or not self.cfg.canary.enabled:
+            return None
+        return await proxy_stats.read(self.cfg.proxy_stats, self.cfg.timeout_seconds)
 
     def evaluate(self, samples: list[Sample]) -> None:
         live = set()
@@ -134,7 +145,7 @@ class Monitor:
             self.judge_canary(samples)
 
     def judge_canary(self, samples: list[Sample]) -> None:
-        verdict = self.judge.observe(samples)
+        verdict = self.judge.observe(samples, proxy=self.proxy)
         self.record_verdict(verdict)
         if not verdict.decided:
             log.debug("canary: %s", verdict.reason)

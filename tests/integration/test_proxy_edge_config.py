@@ -95,7 +95,8 @@ class Rig:
         for name, port in self.ports.items():
             self.start_server(name, port, "junk" if name == junk else "")
         cfg = self.root / "haproxy.cfg"
-        cfg.write_text(haproxy_config(self.port, free_port(), str(self.root / "h.sock"),
+        self.stats_port = free_port()
+        cfg.write_text(haproxy_config(self.port, self.stats_port, str(self.root / "h.sock"),
                                       {n: f"127.0.0.1:{p}" for n, p in self.ports.items()},
                                       **overrides))
         self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)],
@@ -234,3 +235,43 @@ def test_a_server_that_refused_a_connection_gets_nothing_until_its_checks_pass(
         answers = [rig.get(timeout=3) for _ in range(10)]
         assert [(a.status_code, a.text) for a in answers] == [(200, "b")] * 10
         assert "a" not in rig.up()
+
+
+def test_the_judge_sees_the_502s_haproxy_answers_itself(rig: Rig, tmp_path: Path) -> None:
+    """Server a answers junk, which HAProxy turns into 502s (no retry here): the app's
+    own counters would show no error at all. The monitor reads HAProxy's stats page
+    (monitoring.proxy_stats, with the page's password) and the judge, given a as the
+    canary with a clean app count, fails it on HAProxy's count."""
+    import asyncio
+
+    from monitoring import proxy_stats
+    from monitoring.canary_judge import Judge
+    from monitoring.config import CanaryJudge, ProxyStats
+    from monitoring.scrape import Sample
+
+    rig.start_haproxy(junk="a", proxy_retry_on="conn-failure")
+    password = tmp_path / "stats_password"
+    password.write_text("test\n")
+    page = ProxyStats(url=f"http://127.0.0.1:{rig.stats_port}/;csv",
+                      password_file=str(password))
+    before = asyncio.run(proxy_stats.read(page, 5))
+    assert before is not None and set(before) == {"a", "b"}
+    codes = [rig.get().status_code for _ in range(60)]
+    assert 502 in codes and 200 in codes
+    after = asyncio.run(proxy_stats.read(page, 5))
+    # Not among the server's own 5xx: HAProxy counts them as its response errors.
+    assert after is not None and after["a"].failed >= codes.count(502)
+
+    def app_says(name: str, role: str, requests: float) -> Sample:
+        sample = Sample(name, role, ok=True)  # the app's counters: no 5xx
+        sample.series = [("app_requests_total", {"route": "/", "status": "200"}, requests)]
+        return sample
+    judge = Judge(CanaryJudge(min_requests=5))
+    judge.observe([app_says("a", "canary", 0), app_says("b", "prod", 0)], now=0.0,
+                  proxy=before)
+    verdict = judge.observe([app_says("a", "canary", 0),
+                             app_says("b", "prod", codes.count(200))], now=1.0, proxy=after)
+    assert verdict.decided and verdict.failed and "5xx" in verdict.reason
+    assert verdict.canary.error_rate == 1.0
+    wrong = ProxyStats(url=page.url, password_file=str(tmp_path / "none"))
+    assert asyncio.run(proxy_stats.read(wrong, 5)) is None  # said once in the log

@@ -106,8 +106,10 @@ def test_parse_servers_state_of_a_reply_without_servers_is_empty(reply: str) -> 
 
 def test_parse_stats_csv_reads_the_servers_of_the_app_backend() -> None:
     assert parse_stats_csv(SHOW_STAT) == {
-        "prod-1": ServerStats("prod-1", "UP", 171, sessions=1, responses=6, errors_5xx=1),
-        "prod-2": ServerStats("prod-2", "DRAIN", 171, sessions=0, responses=5, errors_5xx=2),
+        "prod-1": ServerStats("prod-1", "UP", 171, sessions=1, responses=6, errors_5xx=1,
+                              selected=7, failed=1),
+        "prod-2": ServerStats("prod-2", "DRAIN", 171, sessions=0, responses=5, errors_5xx=2,
+                              selected=5, failed=2),
         "canary-1": ServerStats("canary-1", "MAINT", 85, sessions=0, responses=0,
                                 errors_5xx=0),
         "canary-2": ServerStats("canary-2", "DOWN", 85, sessions=0, responses=0,
@@ -150,7 +152,11 @@ def test_responses_sum_every_class_from_1xx_to_other() -> None:
     assert prod1.responses == 6 + 1 + 20 + 300
     assert prod1.errors_5xx == 1
     assert parse_stats_csv(with_counts(SHOW_STAT, "prod-2", hrsp_5xx=9))["prod-2"] == (
-        ServerStats("prod-2", "DRAIN", 171, sessions=0, responses=12, errors_5xx=9))
+        ServerStats("prod-2", "DRAIN", 171, sessions=0, responses=12, errors_5xx=9,
+                    selected=5, failed=9))
+    # HAProxy's own 502/503 (response and connection errors) count as failed there.
+    failing = parse_stats_csv(with_counts(SHOW_STAT, "prod-2", eresp=4, econ=3))["prod-2"]
+    assert (failing.errors_5xx, failing.failed) == (2, 2 + 4 + 3)
 
 
 def test_parse_stats_csv_of_nothing_is_empty() -> None:

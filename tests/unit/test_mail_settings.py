@@ -121,6 +121,7 @@ def render_smtp(**role_vars: Any) -> dict[str, Any]:
     env = jinja2.Environment(extensions=["jinja2.ext.do"])
     env.filters["to_nice_yaml"] = lambda v, indent=2: yaml.safe_dump(v, indent=indent)
     env.filters["bool"] = bool
+    env.filters["combine"] = lambda first, second: first | second
     values = {k: v for k, v in defaults.items() if not str(v).startswith("{{")}
     values |= {"monitor_dir": "/opt/cdpipe/monitor", "monitor_smtp_password": "",
                "monitor_redis_url": "", "groups": {}, "hostvars": {},
