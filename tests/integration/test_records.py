@@ -225,6 +225,7 @@ def test_a_verdict_redis_refuses_does_not_stop_the_judge(
     monitor.r = redis.Redis(port=free_port(), socket_timeout=1, socket_connect_timeout=1)
     monitor.judge = Judge(CanaryJudge(min_requests=20))
     monitor.last_decided = None
+    monitor.proxy = None
     with caplog.at_level(logging.WARNING):
         monitor.judge_canary([])  # undecided: no other Redis call follows
     assert "canary verdict not recorded in monitor:canary:verdict" in caplog.text

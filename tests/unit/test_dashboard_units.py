@@ -176,13 +176,14 @@ def test_the_state_is_read_again_once_per_change_that_moves_it(
     """Not on the resynchronisations that follow (each would cost a DescribeInstances
     on AWS: the machine suite counts them), and a change that came too soon after the
     last read is read at the next read once the pause is over."""
-    from cdpipe.dashboard import server, view
+    from cdpipe.dashboard import source as source_mod
+    from cdpipe.dashboard import view
 
     clock = [1000.0]
-    monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(source_mod.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(view, "read", lambda r, state, wanted: {})
     env = FakeEnvironment()
-    source = server.Source(env)  # type: ignore[arg-type]
+    source = source_mod.Source(env)  # type: ignore[arg-type]
     monkeypatch.setattr(source, "client", lambda: None)
     everything = set(SECTIONS)
     clock[0] += 60
@@ -190,7 +191,7 @@ def test_the_state_is_read_again_once_per_change_that_moves_it(
     assert env.rereads == 1
     source.read({"deploys", STATE})  # too soon after the last read: not yet...
     assert env.rereads == 1
-    clock[0] += server.STATE_MIN_SECONDS["aws"] + 1
+    clock[0] += source_mod.STATE_MIN_SECONDS["aws"] + 1
     source.read(everything)  # ...but at the next read after the pause
     assert env.rereads == 2
     for _ in range(5):  # resyncs, samples: no change that moves the state
