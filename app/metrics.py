@@ -14,6 +14,7 @@ else the gunicorn process tree, as percentages of the declared size
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -21,11 +22,12 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
-    Info,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from cdpipe_host.resource_usage import (
     MIB,
@@ -44,12 +46,26 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2
                    0.25, 0.275, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
 
+# gunicorn with more than one worker sets this (the app role): each worker then writes
+# its counts to files there, and /metrics adds up every worker's (prometheus-client's
+# multiprocess mode); without it /metrics would answer one worker's counts at random.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class AppMetrics:
     def __init__(self, scope: str = "tree", size: Size | None = None, cgroup: str = "",
                  commit: str = "dev") -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        self.registry.register(InstanceUsageCollector(
+        self.registry = CollectorRegistry()  # the app's own metrics are made in it
+        # What /metrics exposes: the app's metrics (every worker's, added up, in
+        # multiprocess mode), the instance's CPU and memory, and (one process only)
+        # the serving process's.
+        self.exposed = self.registry
+        if os.environ.get(MULTIPROCESS_DIR):
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed)
+        else:
+            ProcessCollector(registry=self.registry)
+        self.exposed.register(InstanceUsageCollector(
             ResourceUsage(scope, default_root(), size, cgroup)))
         self.requests = Counter(
             "app_requests_total", "HTTP requests served, by route and status.",
@@ -60,9 +76,10 @@ class AppMetrics:
             ["route"], registry=self.registry,
             buckets=LATENCY_BUCKETS,
         )
-        self.release = Info("app_release", "The release this app serves.",
-                            registry=self.registry)
-        self.release.info({"commit": commit})
+        # A gauge, not an Info: multiprocess mode adds up gauges, and has no Info.
+        self.release = Gauge("app_release_info", "The release this app serves.",
+                             ["commit"], registry=self.registry, multiprocess_mode="max")
+        self.release.labels(commit=commit).set(1)
 
 
 bp = Blueprint("metrics", __name__)
@@ -90,7 +107,7 @@ def _record(response: Response) -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(store().registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(store().exposed), mimetype=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask) -> None:
