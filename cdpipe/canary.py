@@ -52,7 +52,9 @@ def promote(env: Environment, now: bool = False, show: Callable[[str], None] = p
         show(f"promoting {commit[:12]} now, without the judge's verdict (--now)")
     else:
         show(passing_verdict(r, commit))
-    env.deploy(commit, "prod", command="canary promote --now" if now else "canary promote")
+    # The judge may fail the canary while prod changes: the next server is not drained.
+    env.deploy(commit, "prod", command="canary promote --now" if now else "canary promote",
+               stop_on_canary_alert=True)
 
 
 def passing_verdict(r: redis.Redis, commit: str) -> str:

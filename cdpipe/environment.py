@@ -232,14 +232,16 @@ class Environment:
                 self._record_deployed()
                 return result
 
-    def deploy(self, ref: str, target: str | None, command: str = "deploy"
-               ) -> PlaybookResult:
+    def deploy(self, ref: str, target: str | None, command: str = "deploy",
+               stop_on_canary_alert: bool = False) -> PlaybookResult:
         """Deploys ``ref`` to ``target`` (None: prod and canary); ``command`` names the
-        operation in the deploy history ("deploy", "canary promote"...)."""
+        operation in the deploy history ("deploy", "canary promote"...);
+        ``stop_on_canary_alert``: stop before the next server once the alert is on."""
         with self.locked("deploy"):
-            return self._deploy(ref, target, command)
+            return self._deploy(ref, target, command, stop_on_canary_alert)
 
-    def _deploy(self, ref: str, target: str | None, command: str) -> PlaybookResult:
+    def _deploy(self, ref: str, target: str | None, command: str,
+                stop_on_canary_alert: bool = False) -> PlaybookResult:
         if target is not None and target not in APP_ROLES:
             raise CdpipeError(f"unknown target {shown(target)}; use --target prod or "
                               "--target canary")
@@ -250,7 +252,9 @@ class Environment:
         roles = [target] if target else list(APP_ROLES)
         with deploy_record.recorded(self.deployer_client, self.show, command, ref, sha, roles):
             self.show(f"deploying {sha[:12]} to {' and '.join(roles)}")
-            result = self._playbook("deploy.yml", {"app_ref": sha}, limit=",".join(roles))
+            result = self._playbook(
+                "deploy.yml", {"app_ref": sha, "app_stop_on_canary_alert": stop_on_canary_alert},
+                limit=",".join(roles))
             for role in roles:
                 self.state.deployed[role] = sha
             self._record_deployed()

@@ -45,10 +45,20 @@ def serving_after(counts: dict[str, int], canary_alert: bool, role: str) -> int:
     return prod + canary
 
 
-def deregister(r: redis.Redis, role: str, instance_id: str) -> bool:
+class CanaryAlert(Exception):
+    """The canary alert is on, and the drain was asked to stop then (a promote)."""
+
+
+def deregister(r: redis.Redis, role: str, instance_id: str,
+               unless_canary_alert: bool = False) -> bool:
     """Removes the server from ``servers:<role>`` (the controller then drains it); True
-    when it was there. Raises DrainRefused rather than empty the backend."""
+    when it was there. Raises DrainRefused rather than empty the backend, and
+    CanaryAlert (nothing changed) when ``unless_canary_alert`` and the alert is on: a
+    promote stops before its next server once the judge fails the canary."""
     key = servers_key(role)
+    if unless_canary_alert and read_alert(text(r.get(CANARY_ALERT))):
+        raise CanaryAlert(f"{CANARY_ALERT} is on: stopped before draining {instance_id} "
+                          "(the canary failed judgement during the promote)")
     if r.hget(key, instance_id) is None:
         return False
     pipe = r.pipeline(transaction=False)

@@ -7,7 +7,8 @@
 - ``register NAME --role R --address HOST:PORT``: put a server in ``servers:<role>``
   and wait until HAProxy routes to it; prints changed|unchanged;
 - ``drain NAME --role R``: take a server out of ``servers:<role>`` and wait until HAProxy
-  has drained and removed it (refused, exit 3, if nothing would be left in rotation);
+  has drained and removed it (refused, exit 3, if nothing would be left in rotation;
+  with --unless-canary-alert, exit 4 while canary:alert is on: a promote stops);
 - ``wait-up NAME`` / ``wait-gone NAME``: only the waits;
 - ``init-weight PERCENT``: set ``canary:weight`` unless it is set; prints changed|unchanged.
 """
@@ -27,6 +28,7 @@ from cdpipe_host.proxy.controller import Controller
 from cdpipe_host.proxy.settings import ControllerConfig
 
 REFUSED = 3
+CANARY_ALERT_ON = 4  # drain --unless-canary-alert while the alert is on
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds to wait for HAProxy to follow")
         if name in ("register", "drain"):
             p.add_argument("--role", required=True, choices=discovery.APP_ROLES)
+        if name == "drain":
+            p.add_argument("--unless-canary-alert", action="store_true",
+                           help="refuse (exit 4, nothing changed) while canary:alert is on")
         if name == "register":
             p.add_argument("--address", required=True, help="host:port")
             p.add_argument("--no-wait", action="store_true",
@@ -76,10 +81,14 @@ def _command(controller: Controller, args: argparse.Namespace) -> int:
         return 0 if args.no_wait else _wait(controller, args.server, True, args.timeout)
     elif args.command == "drain":
         try:
-            changed = discovery.deregister(r, args.role, args.server)
+            changed = discovery.deregister(r, args.role, args.server,
+                                           unless_canary_alert=args.unless_canary_alert)
         except discovery.DrainRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             return REFUSED
+        except discovery.CanaryAlert as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return CANARY_ALERT_ON
         print("changed" if changed else "unchanged", flush=True)
         return _wait(controller, args.server, False, args.timeout)
     else:

@@ -70,6 +70,26 @@ def test_drain_refuses_to_empty_the_backend(proxy_cli) -> None:  # type: ignore[
     assert run("drain", "prod-1", "--role", "prod").stdout.strip() == "unchanged"
 
 
+def test_a_promotes_drain_stops_once_the_canary_alert_is_on(proxy_cli) -> None:  # type: ignore[no-untyped-def]
+    """The judge fails the canary while a promote rolls prod: the next server is not
+    drained (exit 4, its entry stays) and the promote stops there; a plain drain (a
+    deploy) goes on, and so does the promote's once the alert is off."""
+    run, r = proxy_cli
+    for name, port in (("prod-1", 9001), ("prod-2", 9002)):
+        r.hset(servers_key("prod"), name, f"127.0.0.1:{port}")
+    r.set(CANARY_ALERT, "on")
+    stopped = run("drain", "prod-1", "--role", "prod", "--timeout", "1",
+                  "--unless-canary-alert")
+    assert stopped.returncode == 4, stopped.stderr
+    assert "canary:alert is on: stopped before draining prod-1" in stopped.stderr
+    assert r.hget(servers_key("prod"), "prod-1") == "127.0.0.1:9001"
+    assert run("drain", "prod-1", "--role", "prod", "--timeout", "1").returncode == 0
+    r.hset(servers_key("prod"), "prod-1", "127.0.0.1:9001")
+    r.set(CANARY_ALERT, "off")
+    going = run("drain", "prod-2", "--role", "prod", "--timeout", "1", "--unless-canary-alert")
+    assert (going.returncode, going.stdout.strip()) == (0, "changed")
+
+
 @pytest.mark.parametrize(("server", "address"), [("evil\r\nSubject: x", "127.0.0.1:9001"),
                                                  ("prod-1", "127.0.0.1:99999"),
                                                  ("prod-1", "127.0.0.1:1\nserver x y:1"),

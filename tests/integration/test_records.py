@@ -418,8 +418,10 @@ def test_promote_needs_the_judges_decided_pass_of_the_canarys_own_release(
     lines: list[str] = []
     env = environment(tmp_path / "home", server.port, lines, server.passwords)
     deployed: list[str] = []
-    monkeypatch.setattr(env, "deploy", lambda commit, target, command: deployed.append(
-        command))
+    def deploy(commit: str, target: str, command: str, stop_on_canary_alert: bool) -> None:
+        assert (commit, target, stop_on_canary_alert) == (COMMIT, "prod", True)
+        deployed.append(command)
+    monkeypatch.setattr(env, "deploy", deploy)
     admin = server.client("admin")
     side = {"requests": 40.0, "error_rate": 0.0, "p95_ms": 20.0}
     passed = {"at": 1.0, "decided": True, "failed": False, "reason": "canary healthy",
