@@ -114,7 +114,12 @@ def test_the_readme_laptop_command_converges_through_the_aws_inventory(
                        out.stdout, re.MULTILINE)
     assert sorted(host for host, _ in recap) == sorted(
         i["id"] for i in report["instances"])
-    assert {changed for _, changed in recap} == {"0"}, out.stdout[-3000:]
+    changed_tasks, task = [], ""
+    for line in out.stdout.splitlines():
+        task = line if line.startswith("TASK [") else task
+        if line.startswith("changed:"):
+            changed_tasks.append(f"{task} {line}")
+    assert {changed for _, changed in recap} == {"0"}, "\n".join(changed_tasks)
 
 
 def test_services_run_as_their_own_users(deployed: MachinesEnv) -> None:
