@@ -124,6 +124,9 @@ def _monitor() -> list[Value]:
               f"{smtp}.sender"),
         Value("monitor_mail_to", _default(Smtp, "recipients"), "the alerts' recipients",
               f"{smtp}.recipients"),
+        Value("monitor_proxy_stats_port", PORTS["proxy"]["stats"][0],
+              "HAProxy's stats port on the proxy's host, when its inventory does not name "
+              "it (the AWS inventory)", "cdpipe.model.PORTS['proxy']['stats']"),
         _code_dir("monitor"),
     ]
 
