@@ -148,6 +148,8 @@ class Scaling(Strict):
     command: list[str] = Field(default_factory=lambda: ["cdpipe", "scale"], min_length=1)
     cooldown_seconds: float = Field(default=300, ge=0)
     max_count: int = Field(default=4, ge=1, le=SCALE_MAX_LIMIT)
+    # A new instance's first seconds do not count in a scaling rule's average.
+    warmup_seconds: float = Field(default=180, ge=0)
 
 
 class CanaryJudge(Strict):

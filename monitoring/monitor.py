@@ -36,6 +36,7 @@ from monitoring.mailer import OUTBOX, deliver_due, message
 from monitoring.records import VerdictRecord
 from monitoring.samples import SampleHistory
 from monitoring.scrape import Sample, poll
+from monitoring.warmup import Warmup
 
 log = logging.getLogger("monitor")
 
@@ -70,6 +71,7 @@ class Monitor:
         self.judge = Judge(cfg.canary)
         self.proxy: dict[str, ServerStats] | None = None  # HAProxy's counts, last poll
         self.history = SampleHistory(self.r)
+        self.warmup = Warmup(cfg.scaling.warmup_seconds)
         self.scaling: asyncio.Task[None] | None = None
         # Mail that could not be queued in Redis (down or out of memory when a scale
         # action ended): queued at the next cycles, in order.
@@ -96,7 +98,7 @@ class Monitor:
         log.info("poll %d: %d targets in %.2fs, %d down", self.cycles, len(samples),
                  time.monotonic() - started, sum(not s.ok for s in samples))
         self.history.record(samples, at)
-        self.evaluate(samples)
+        self.evaluate(samples, at)
         return samples
 
     async def read_proxy(self) -> dict[str, ServerStats] | None:
@@ -106,7 +108,9 @@ class Monitor:
             return None
         return await proxy_stats.read(self.cfg.proxy_stats, self.cfg.timeout_seconds)
 
-    def evaluate(self, samples: list[Sample]) -> None:
+    def evaluate(self, samples: list[Sample], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.warmup.observe(samples, now)
         live = set()
         for s in samples:
             key = f"instance-down/{s.target_id}"
@@ -137,7 +141,9 @@ class Monitor:
                     value=average)
             if rule.scale:
                 prod_count = sum(1 for s in samples if s.role == "prod")
-                decision = self.scaler.observe(rule, average, prod_count)
+                warm = [v for t, v in values.items() if self.warmup.warm(t, now)]
+                decision = self.scaler.observe(rule, mean(warm) if warm else None,
+                                               prod_count)
                 if decision and (self.scaling is None or self.scaling.done()):
                     self.scaling = asyncio.get_running_loop().create_task(
                         self.scale(decision))

@@ -117,6 +117,13 @@ def quiet_mon(mon: LocalEnv) -> Iterator[LocalEnv]:
 
 
 @pytest.fixture
+def quiet_first(mon: LocalEnv) -> LocalEnv:
+    """The module's environment, quiet (see quiet()) before the test only."""
+    quiet(mon)
+    return mon
+
+
+@pytest.fixture
 def redis_agent_down(quiet_mon: LocalEnv) -> Iterator[LocalEnv]:
     """redis-1's agent stopped: instance-down/redis-1 firing and its mail delivered; the
     agent is started again after the test."""
@@ -262,34 +269,6 @@ def test_failing_canary_is_taken_out_automatically(quiet_mon: LocalEnv) -> None:
              30, "canary mail")
 
 
-def test_promote_waits_for_the_judges_pass_of_the_canarys_own_release(
-        quiet_mon: LocalEnv) -> None:
-    """Seconds after a canary deploy the judge has no verdict of the new release (the
-    window begins again with it), so promote refuses; under load the judge passes that
-    release within seconds (1-second polls) and the same promote then runs, with no
-    failed request."""
-    mon, r = quiet_mon, quiet_mon.redis()
-    mon.cdpipe("deploy", "--ref", mon.old, "--target", "canary")
-    early = mon.cdpipe("canary", "promote", check=False)
-    assert early.returncode == 1, early.stdout
-    assert f"canary's release {mon.old[:12]}" in early.stderr
-
-    def passed() -> bool:
-        raw = r.get("monitor:canary:verdict")
-        verdict = json.loads(raw) if raw else {}
-        return verdict.get("decided") is True and verdict.get("commit") == mon.old \
-            and verdict.get("failed") is False
-    with Load(mon.proxy_url + "/", threads=3, max_seconds=180) as load:
-        wait_for(passed, 60, f"the judge's pass of {mon.old[:12]}")
-        out = mon.cdpipe("canary", "promote")
-    assert f"the judge passed {mon.old[:12]}" in out.stdout + out.stderr
-    assert load.failures() == []
-    versions = {i["id"]: i["version"]
-                for i in json.loads(mon.cdpipe("status", "--json").stdout)["instances"]}
-    # (This environment's rules may scale prod out under the load: prod-1 is the one.)
-    assert (versions["prod-1"], versions["canary-1"]) == (mon.old, mon.old)
-
-
 def test_the_records_a_dashboard_reads(mon: LocalEnv) -> None:
     """After the cases above, as the operator (the dashboard's user) through
     cdpipe.records: every polled instance's samples, the alerts' history, the
@@ -317,3 +296,33 @@ def test_the_records_a_dashboard_reads(mon: LocalEnv) -> None:
     assert verdict is not None and time.time() - verdict["at"] < 30
     assert set(verdict["canary"]) == {"requests", "error_rate", "p95_ms"}
     assert verdict["window_start"] is not None and "commit" in verdict
+
+
+# The module's last test: it leaves prod and canary on `old`, which nothing after needs
+# undone (the environment goes down next).
+def test_promote_waits_for_the_judges_pass_of_the_canarys_own_release(
+        quiet_first: LocalEnv) -> None:
+    """Seconds after a canary deploy the judge has no verdict of the new release (the
+    window begins again with it), so promote refuses; under load the judge passes that
+    release within seconds (1-second polls) and the same promote then runs, with no
+    failed request."""
+    mon, r = quiet_first, quiet_first.redis()
+    mon.cdpipe("deploy", "--ref", mon.old, "--target", "canary")
+    early = mon.cdpipe("canary", "promote", check=False)
+    assert early.returncode == 1, early.stdout
+    assert f"canary's release {mon.old[:12]}" in early.stderr
+
+    def passed() -> bool:
+        raw = r.get("monitor:canary:verdict")
+        verdict = json.loads(raw) if raw else {}
+        return verdict.get("decided") is True and verdict.get("commit") == mon.old \
+            and verdict.get("failed") is False
+    with Load(mon.proxy_url + "/", threads=3, max_seconds=180) as load:
+        wait_for(passed, 60, f"the judge's pass of {mon.old[:12]}")
+        out = mon.cdpipe("canary", "promote")
+    assert f"the judge passed {mon.old[:12]}" in out.stdout + out.stderr
+    assert load.failures() == []
+    versions = {i["id"]: i["version"]
+                for i in json.loads(mon.cdpipe("status", "--json").stdout)["instances"]}
+    # (This environment's rules may scale prod out under the load: prod-1 is the one.)
+    assert (versions["prod-1"], versions["canary-1"]) == (mon.old, mon.old)

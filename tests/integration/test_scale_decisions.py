@@ -84,3 +84,41 @@ def test_a_scale_command_past_its_bound_is_asked_to_stop_before_it_is_killed(
     code, _last, err = scaler._run(scaler.cfg.command)
     assert code is None and "did not end within 1 s" in err
     assert marker.read_text() == "stopped"  # killed at once, it could not have said so
+
+
+def test_a_new_instance_warms_up_before_it_counts_in_the_scaling_average(
+        r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prod-1 (polled since the monitor started) at 8% CPU, then a new, idle prod-2 at
+    0%: counted at once, the average 4% is below the lower bound 5 and prod scales in
+    two polls later, taking away the instance just added. Within its warm-up prod-2 is
+    left out of the scaling average (not of the alerts'); after it, it counts."""
+    from monitoring.config import MonitorConfig, Smtp
+    from monitoring.monitor import Monitor
+    from monitoring.scrape import Sample
+
+    port = r.connection_pool.connection_kwargs["port"]
+    password = r.connection_pool.connection_kwargs.get("password") or ""
+    cfg = MonitorConfig(redis_url=f"redis://default:{password}@127.0.0.1:{port}/0",
+                        rules=[RULE], smtp=Smtp(port=1),
+                        scaling=Scaling(command=["true"], warmup_seconds=300),
+                        canary={"enabled": False})
+    monitor = Monitor(cfg)
+    seen: list[tuple[float | None, str | None]] = []
+    observe = monitor.scaler.observe
+
+    def recorded(rule: Rule, average: float | None, prod_count: int) -> None:
+        decision = observe(rule, average, prod_count)
+        seen.append((average, decision.direction if decision else None))
+        return None  # no scale action runs here
+    monkeypatch.setattr(monitor.scaler, "observe", recorded)
+
+    def cpu(target: str, value: float) -> Sample:
+        return Sample(target, "prod", ok=True, gauges={"instance_cpu_percent": value})
+    monitor.evaluate([cpu("prod-1", 8.0)], now=1000.0)  # the monitor's first poll
+    for at in (1090.0, 1180.0, 1270.0):
+        monitor.evaluate([cpu("prod-1", 8.0), cpu("prod-2", 0.0)], now=at)
+    assert seen == [(8.0, None)] * 4  # prod-2 warming: never an average of 4
+    for at in (1390.0, 1480.0):  # past its warm-up (first polled at 1090)
+        monitor.evaluate([cpu("prod-1", 8.0), cpu("prod-2", 0.0)], now=at)
+    assert [average for average, _ in seen[4:]] == [4.0, 4.0]
+    assert seen[-1][1] == "in"  # counted now, the tier is idle enough to scale in
