@@ -75,8 +75,9 @@ ACL: dict[str, Acl] = {
         "notifications", (f"%R~{_SERVERS}", f"%R~{_CANARY}"), CONTROLLER_CHANNELS,
         f"{_CLIENT} +@read +@transaction +psubscribe +punsubscribe -@dangerous"),
     MONITOR: Acl(
-        "the monitor: its own keys, the kill switch it raises, the server lists it polls",
-        (_MONITOR, CANARY_ALERT, f"%R~{_SERVERS}"), (),
+        "the monitor: its own keys, the kill switch it raises, the server lists it polls, "
+        "and whether the environment lock is held (no scale decision counts those polls)",
+        (_MONITOR, CANARY_ALERT, f"%R~{_SERVERS}", f"%R~{ENV_LOCK}"), (),
         f"{_CLIENT} +@read +@write +@transaction -@dangerous -function"),
     APP: Acl(
         "the apps (the canary runs untested code): read flags, and their notifications",

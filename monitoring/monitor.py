@@ -23,7 +23,7 @@ from statistics import mean
 import redis
 
 from cdpipe_host.haproxy import ServerStats
-from cdpipe_host.keys import CANARY_ALERT, MONITOR_CANARY_VERDICT, servers_key
+from cdpipe_host.keys import CANARY_ALERT, ENV_LOCK, MONITOR_CANARY_VERDICT, servers_key
 from cdpipe_host.names import DECODE_ERRORS, OnceLog, server_entries
 from cdpipe_host.values import read_alert, text, texts
 from monitoring import config as config_mod
@@ -119,6 +119,7 @@ class Monitor:
                                 f"{s.target_id} ({s.role}) does not answer /metrics: {s.error}",
                                 clear_polls=self.cfg.down_after_polls)
         self.alerts.forget_missing(live, "instance-down/")
+        locked = self.environment_locked()
         for rule in self.cfg.rules:
             values = readings(rule, samples)
             log.info("rule %s (%s %s, upper %s): %s", rule.name, rule.role, rule.metric,
@@ -142,13 +143,27 @@ class Monitor:
             if rule.scale:
                 prod_count = sum(1 for s in samples if s.role == "prod")
                 warm = [v for t, v in values.items() if self.warmup.warm(t, now)]
-                decision = self.scaler.observe(rule, mean(warm) if warm else None,
-                                               prod_count)
+                # A poll while a deploy (or any action) holds the environment lock does
+                # not count: its numbers are the deploy's, and a decision made on them
+                # would wait for the lock and act on them stale.
+                counted = mean(warm) if warm and not locked else None
+                decision = self.scaler.observe(rule, counted, prod_count)
                 if decision and (self.scaling is None or self.scaling.done()):
                     self.scaling = asyncio.get_running_loop().create_task(
                         self.scale(decision))
         if self.cfg.canary.enabled:
             self.judge_canary(samples)
+
+    def environment_locked(self) -> bool:
+        """Whether a deploy, an up or a scale action holds the environment lock now
+        (cdpipe.env_lock); False when Redis does not say (the scale guards cover it)."""
+        if not any(rule.scale for rule in self.cfg.rules):
+            return False
+        try:
+            return self.r.exists(ENV_LOCK) > 0
+        except redis.RedisError as exc:
+            log.warning("environment lock not read (%s); polls counted", exc)
+            return False
 
     def judge_canary(self, samples: list[Sample]) -> None:
         verdict = self.judge.observe(samples, proxy=self.proxy)

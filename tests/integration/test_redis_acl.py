@@ -223,6 +223,12 @@ def test_the_monitor_keeps_its_state_and_raises_the_kill_switch(server: AclRedis
     monitor.set(MONITOR_SCALE_LAST, "1")
     assert server.client("operator").get(CANARY_ALERT) == "on"
     assert refused(lambda: monitor.get(flag_key("hiddenfeature")))
+    # Whether a deploy holds the environment lock (its polls then do not count for
+    # scaling): read, never written.
+    server.client("deployer").set(ENV_LOCK, "deploy", px=10_000)
+    assert monitor.exists(ENV_LOCK) == 1
+    assert refused(lambda: monitor.delete(ENV_LOCK))
+    server.client("deployer").delete(ENV_LOCK)
 
 
 def test_the_operator_reads_the_records_and_writes_none_of_them(server: AclRedis) -> None:

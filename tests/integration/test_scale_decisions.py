@@ -122,3 +122,38 @@ def test_a_new_instance_warms_up_before_it_counts_in_the_scaling_average(
         monitor.evaluate([cpu("prod-1", 8.0), cpu("prod-2", 0.0)], now=at)
     assert [average for average, _ in seen[4:]] == [4.0, 4.0]
     assert seen[-1][1] == "in"  # counted now, the tier is idle enough to scale in
+
+
+def test_polls_while_the_environment_lock_is_held_do_not_count(
+        r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy holds the environment lock (its drains skew the numbers): the two polls
+    above upper taken meanwhile made a decision that then waited for the lock and acted
+    on them stale. They count for nothing now; once the lock is free a new streak
+    decides."""
+    from cdpipe_host.keys import ENV_LOCK
+    from monitoring.config import MonitorConfig, Smtp
+    from monitoring.monitor import Monitor
+    from monitoring.scrape import Sample
+
+    kwargs = r.connection_pool.connection_kwargs
+    cfg = MonitorConfig(
+        redis_url=f"redis://default:{kwargs.get('password') or ''}@127.0.0.1:{kwargs['port']}/0",
+        rules=[RULE], smtp=Smtp(port=1), scaling=Scaling(command=["true"]),
+        canary={"enabled": False})
+    monitor = Monitor(cfg)
+    directions: list[str | None] = []
+    observe = monitor.scaler.observe
+
+    def recorded(rule: Rule, average: float | None, prod_count: int) -> None:
+        decision = observe(rule, average, prod_count)
+        directions.append(decision.direction if decision else None)
+    monkeypatch.setattr(monitor.scaler, "observe", recorded)
+    hot = [Sample("prod-1", "prod", ok=True, gauges={"instance_cpu_percent": 90.0})]
+    r.set(ENV_LOCK, '{"owner": "deploy on laptop"}', px=60_000)
+    for at in (1000.0, 1090.0, 1180.0):
+        monitor.evaluate(hot, now=at)
+    assert directions == [None, None, None]
+    r.delete(ENV_LOCK)
+    for at in (1270.0, 1360.0):
+        monitor.evaluate(hot, now=at)
+    assert directions[3:] == [None, "out"]
