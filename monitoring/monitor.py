@@ -142,7 +142,10 @@ class Monitor:
                     value=average)
             if rule.scale:
                 prod_count = sum(1 for s in samples if s.role == "prod")
-                warm = [v for t, v in values.items() if self.warmup.warm(t, now)]
+                # Warming instances count only when no warm one is there to count (the
+                # environment's first prod, polled after the monitor started).
+                warm = [v for t, v in values.items() if self.warmup.warm(t, now)] or list(
+                    values.values())
                 # A poll while a deploy (or any action) holds the environment lock does
                 # not count: its numbers are the deploy's, and a decision made on them
                 # would wait for the lock and act on them stale.

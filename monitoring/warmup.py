@@ -2,7 +2,8 @@
 start, caches filling, an idle tier member) do not count in a scaling rule's average,
 so they neither scale prod in at once nor hide the load the instance was added for.
 The instances of the monitor's first poll are warm (a restarted monitor is no new
-instance)."""
+instance), and a role with no warm instance counts its warming ones (the environment's
+first prod, registered after the monitor started, is all there is to go by)."""
 
 from __future__ import annotations
 

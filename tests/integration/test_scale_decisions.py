@@ -88,10 +88,11 @@ def test_a_scale_command_past_its_bound_is_asked_to_stop_before_it_is_killed(
 
 def test_a_new_instance_warms_up_before_it_counts_in_the_scaling_average(
         r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """prod-1 (polled since the monitor started) at 8% CPU, then a new, idle prod-2 at
-    0%: counted at once, the average 4% is below the lower bound 5 and prod scales in
-    two polls later, taking away the instance just added. Within its warm-up prod-2 is
-    left out of the scaling average (not of the alerts'); after it, it counts."""
+    """prod-1 at 8% CPU (registered after the monitor started: warming, but the only
+    prod, so it counts), then a new, idle prod-2 at 0%: counted at once, the average 4%
+    is below the lower bound 5 and prod scales in two polls later, taking away the
+    instance just added. Within its warm-up prod-2 is left out of the scaling average
+    (not of the alerts'); after it, it counts."""
     from monitoring.config import MonitorConfig, Smtp
     from monitoring.monitor import Monitor
     from monitoring.scrape import Sample
@@ -114,13 +115,14 @@ def test_a_new_instance_warms_up_before_it_counts_in_the_scaling_average(
 
     def cpu(target: str, value: float) -> Sample:
         return Sample(target, "prod", ok=True, gauges={"instance_cpu_percent": value})
-    monitor.evaluate([cpu("prod-1", 8.0)], now=1000.0)  # the monitor's first poll
-    for at in (1090.0, 1180.0, 1270.0):
+    monitor.evaluate([], now=900.0)  # the monitor's first poll: no prod registered yet
+    monitor.evaluate([cpu("prod-1", 8.0)], now=1000.0)  # warming, but the only one
+    for at in (1300.0, 1390.0, 1480.0):  # prod-1 warm from 1300 on
         monitor.evaluate([cpu("prod-1", 8.0), cpu("prod-2", 0.0)], now=at)
-    assert seen == [(8.0, None)] * 4  # prod-2 warming: never an average of 4
-    for at in (1390.0, 1480.0):  # past its warm-up (first polled at 1090)
+    assert seen == [(None, None)] + [(8.0, None)] * 4  # prod-2 warming: never 4
+    for at in (1600.0, 1690.0):  # past its warm-up (first polled at 1300)
         monitor.evaluate([cpu("prod-1", 8.0), cpu("prod-2", 0.0)], now=at)
-    assert [average for average, _ in seen[4:]] == [4.0, 4.0]
+    assert [average for average, _ in seen[5:]] == [4.0, 4.0]
     assert seen[-1][1] == "in"  # counted now, the tier is idle enough to scale in
 
 
