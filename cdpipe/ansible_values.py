@@ -78,71 +78,77 @@ def _code_dir(role: str) -> Value:
                  "cdpipe_code_dir is not set", "cdpipe.model.CODE_DIR")
 
 
+def _field(name: str, model: Any, field: str, comment: str) -> Value:
+    """The Ansible variable ``name`` holding the default of a pydantic model's field."""
+    return Value(name, _default(model, field), comment,
+                 f"{model.__module__}.{model.__qualname__}.{field}")
+
+
+# The monitor role's variables of monitoring.config's fields: (variable, model, field,
+# what it holds).
+MONITOR_FIELDS: list[tuple[str, Any, str, str]] = [
+    ("monitor_interval_seconds", MonitorConfig, "interval_seconds", "seconds between polls"),
+    ("monitor_timeout_seconds", MonitorConfig, "timeout_seconds",
+     "per-request timeout of a poll"),
+    ("monitor_down_after_polls", MonitorConfig, "down_after_polls",
+     "failed polls that make an instance down"),
+    ("monitor_repeat_interval_seconds", MonitorConfig, "repeat_interval_seconds",
+     "reminder mail of a still-firing alert after this long"),
+    ("monitor_scale_command", Scaling, "command",
+     "the command that scales (the autoscaler appends out|in --max N)"),
+    ("monitor_scale_cooldown_seconds", Scaling, "cooldown_seconds",
+     "the pause after each scale action"),
+    ("monitor_scale_max_count", Scaling, "max_count", "the most prod instances"),
+    ("monitor_scale_warmup_seconds", Scaling, "warmup_seconds",
+     "a new instance's first seconds, out of a scaling rule's average"),
+    ("monitor_canary_min_requests", CanaryJudge, "min_requests",
+     "requests a canary verdict needs"),
+    ("monitor_canary_window_seconds", CanaryJudge, "window_seconds",
+     "the longest window the canary judge compares over"),
+    ("monitor_canary_max_error_rate", CanaryJudge, "max_error_rate",
+     "the canary's 5xx rate ceiling (prod beyond it: inconclusive)"),
+    ("monitor_canary_max_p95_ms", CanaryJudge, "max_p95_ms",
+     "the canary's p95 ceiling (prod beyond it: inconclusive)"),
+    ("monitor_canary_error_rate_margin", CanaryJudge, "error_rate_margin",
+     "how much higher the canary's error rate may be"),
+    ("monitor_canary_latency_factor", CanaryJudge, "latency_factor",
+     "how many times prod's p95 the canary's may be"),
+    ("monitor_canary_latency_margin_ms", CanaryJudge, "latency_margin_ms",
+     "and by at least this many ms"),
+    ("monitor_smtp_host", Smtp, "host", "the SMTP server mail leaves by"),
+    ("monitor_smtp_security", Smtp, "security", "none | starttls | tls"),
+    ("monitor_mail_from", Smtp, "sender", "the alerts' sender"),
+    ("monitor_mail_to", Smtp, "recipients", "the alerts' recipients"),
+]
+
+
 def _monitor() -> list[Value]:
-    config, judge = "monitoring.config.MonitorConfig", "monitoring.config.CanaryJudge"
-    smtp = "monitoring.config.Smtp"
-    return [
-        Value("monitor_interval_seconds", _default(MonitorConfig, "interval_seconds"),
-              "seconds between polls", f"{config}.interval_seconds"),
-        Value("monitor_timeout_seconds", _default(MonitorConfig, "timeout_seconds"),
-              "per-request timeout of a poll", f"{config}.timeout_seconds"),
-        Value("monitor_down_after_polls", _default(MonitorConfig, "down_after_polls"),
-              "failed polls that make an instance down", f"{config}.down_after_polls"),
-        Value("monitor_repeat_interval_seconds",
-              _default(MonitorConfig, "repeat_interval_seconds"),
-              "reminder mail of a still-firing alert after this long",
-              f"{config}.repeat_interval_seconds"),
-        Value("monitor_scale_command", _default(Scaling, "command"),
-              "the command that scales (the autoscaler appends out|in --max N)",
-              "monitoring.config.Scaling.command"),
-        Value("monitor_scale_cooldown_seconds", _default(Scaling, "cooldown_seconds"),
-              "the pause after each scale action", "monitoring.config.Scaling.cooldown_seconds"),
-        Value("monitor_scale_max_count", _default(Scaling, "max_count"),
-              "the most prod instances", "monitoring.config.Scaling.max_count"),
-        Value("monitor_scale_warmup_seconds", _default(Scaling, "warmup_seconds"),
-              "a new instance's first seconds, out of a scaling rule's average",
-              "monitoring.config.Scaling.warmup_seconds"),
-        Value("monitor_canary_min_requests", _default(CanaryJudge, "min_requests"),
-              "requests a canary verdict needs", f"{judge}.min_requests"),
-        Value("monitor_canary_window_seconds", _default(CanaryJudge, "window_seconds"),
-              "the longest window the canary judge compares over",
-              f"{judge}.window_seconds"),
-        Value("monitor_canary_max_error_rate", _default(CanaryJudge, "max_error_rate"),
-              "the canary's 5xx rate ceiling (prod beyond it: inconclusive)",
-              f"{judge}.max_error_rate"),
-        Value("monitor_canary_max_p95_ms", _default(CanaryJudge, "max_p95_ms"),
-              "the canary's p95 ceiling (prod beyond it: inconclusive)",
-              f"{judge}.max_p95_ms"),
-        Value("monitor_canary_error_rate_margin", _default(CanaryJudge, "error_rate_margin"),
-              "how much higher the canary's error rate may be", f"{judge}.error_rate_margin"),
-        Value("monitor_canary_latency_factor", _default(CanaryJudge, "latency_factor"),
-              "how many times prod's p95 the canary's may be", f"{judge}.latency_factor"),
-        Value("monitor_canary_latency_margin_ms", _default(CanaryJudge, "latency_margin_ms"),
-              "and by at least this many ms", f"{judge}.latency_margin_ms"),
-        Value("monitor_smtp_host", _default(Smtp, "host"), "the SMTP server mail leaves by",
-              f"{smtp}.host"),
-        Value("monitor_smtp_security", _default(Smtp, "security"),
-              "none | starttls | tls", f"{smtp}.security"),
-        Value("monitor_mail_from", _default(Smtp, "sender"), "the alerts' sender",
-              f"{smtp}.sender"),
-        Value("monitor_mail_to", _default(Smtp, "recipients"), "the alerts' recipients",
-              f"{smtp}.recipients"),
-        Value("monitor_proxy_stats_port", PORTS["proxy"]["stats"][0],
-              "HAProxy's stats port on the proxy's host, when its inventory does not name "
-              "it (the AWS inventory)", "cdpipe.model.PORTS['proxy']['stats']"),
-        _code_dir("monitor"),
-    ]
+    return [*(_field(*entry) for entry in MONITOR_FIELDS),
+            Value("monitor_proxy_stats_port", PORTS["proxy"]["stats"][0],
+                  "HAProxy's stats port on the proxy's host, when its inventory does not "
+                  "name it (the AWS inventory)", "cdpipe.model.PORTS['proxy']['stats']"),
+            _code_dir("monitor")]
+
+
+def _proxy_shared() -> list[Value]:
+    """The proxy role's values the AWS group_vars hold too."""
+    return [Value("proxy_backend", APP_BACKEND, "the backend of the app servers",
+                  "cdpipe_host.haproxy.APP_BACKEND"),
+            Value("proxy_canary_weight", DEFAULT_CANARY_WEIGHT,
+                  "the canary's initial share of requests, percent (canary:weight unless "
+                  "set)", "cdpipe_host.values.DEFAULT_CANARY_WEIGHT")]
+
+
+def _keep_releases() -> Value:
+    return _field("app_keep_releases", Settings, "keep_releases",
+                  "releases kept on each app machine")
 
 
 def role_values() -> dict[str, list[Value]]:
     """Per role, the generated defaults."""
     roles = _ports()
     roles.setdefault("proxy", []).extend([
-        Value("proxy_backend", APP_BACKEND, "the backend of the app servers",
-              "cdpipe_host.haproxy.APP_BACKEND"),
-        Value("proxy_canary_weight", DEFAULT_CANARY_WEIGHT,
-              "the canary's initial share of requests, percent (canary:weight unless set)",
-              "cdpipe_host.values.DEFAULT_CANARY_WEIGHT"),
+        *_proxy_shared(),
         Value("proxy_public_paths", list(PUBLIC_PATHS),
               "the app's public routes, the only paths the proxy forwards",
               "cdpipe_host.edge.PUBLIC_PATHS"),
@@ -174,8 +180,7 @@ def role_values() -> dict[str, list[Value]]:
         Value("app_machine_paths", MACHINE_PATHS,
               "the machine paths of the proxy host, when its inventory does not name them",
               "cdpipe.model.MACHINE_PATHS"),
-        Value("app_keep_releases", _default(Settings, "keep_releases"),
-              "releases kept on each app machine", "cdpipe.config.Settings.keep_releases"),
+        _keep_releases(),
     ])
     return roles
 
@@ -196,15 +201,11 @@ def group_values() -> list[Value]:
               "cdpipe.inventory.REDIS_PASSWORDS"),
         Value("cdpipe_redis_urls", REDIS_URLS, "each Redis user's URL (roles pick theirs)",
               "cdpipe.inventory.REDIS_URLS"),
-        Value("proxy_backend", APP_BACKEND, "the backend of the app servers",
-              "cdpipe_host.haproxy.APP_BACKEND"),
-        Value("proxy_canary_weight", DEFAULT_CANARY_WEIGHT, "the canary's initial share",
-              "cdpipe_host.values.DEFAULT_CANARY_WEIGHT"),
+        *_proxy_shared(),
         Value("monitor_scale_command", scaler.scale_command(SCALER_DIR, SCALER_USER),
               "the monitor scales through the scaler on its machine (roles/scaler)",
               "cdpipe.scaler.scale_command"),
-        Value("app_keep_releases", _default(Settings, "keep_releases"),
-              "releases kept on each app machine", "cdpipe.config.Settings.keep_releases"),
+        _keep_releases(),
     ]
 
 
