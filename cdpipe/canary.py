@@ -60,26 +60,26 @@ def promote(env: Environment, now: bool = False, show: Callable[[str], None] = p
 def passing_verdict(r: redis.Redis, commit: str) -> str:
     """One line on the judge's decided pass of ``commit``; CdpipeError without one."""
     try:
-        latest = records.read_verdict(r)
+        latest = records.verdict(r)
     except redis.RedisError as exc:
         raise CdpipeError(f"cannot read the judge's verdict from Redis: "
                           f"{one_line(str(exc), 200)}") from None
-    decided = latest if latest is None or latest["decided"] else latest["last_decided"]
+    decided = latest if latest is None or latest.decided else latest.last_decided
     wait = ("; wait for the monitor's verdict (`cdpipe canary status`), or promote "
             "without it: `cdpipe canary promote --now`")
     if decided is None:
-        said = latest["reason"] if latest is not None else "no verdict recorded"
+        said = latest.reason if latest is not None else "no verdict recorded"
         raise CdpipeError(f"no decided verdict of the canary's release {commit[:12]} yet "
                           f"({one_line(said, 200)}){wait}")
-    if decided["commit"] != commit:
+    if decided.commit != commit:
         raise CdpipeError(f"the judge's last verdict is of "
-                          f"{one_line(decided['commit'] or 'an unnamed release', 40)[:12]}"
+                          f"{one_line(decided.commit or 'an unnamed release', 40)[:12]}"
                           f", not of the canary's release {commit[:12]}{wait}")
-    if decided["failed"]:
+    if decided.failed:
         raise CdpipeError(f"the judge failed the canary's release {commit[:12]}: "
-                          f"{one_line(decided['reason'], 200)}")
-    return (f"the judge passed {commit[:12]} over {decided['canary']['requests']:.0f} "
-            f"canary requests: {one_line(decided['reason'], 200)}")
+                          f"{one_line(decided.reason, 200)}")
+    return (f"the judge passed {commit[:12]} over {decided.canary.requests:.0f} "
+            f"canary requests: {one_line(decided.reason, 200)}")
 
 
 def rollback(env: Environment) -> None:

@@ -89,10 +89,16 @@ def read_deploys(r: redis.Redis, count: int = 20) -> list[dict[str, Any]]:
     return _list(r, DEPLOY_HISTORY, DeployRecord, count)
 
 
-def read_verdict(r: redis.Redis) -> dict[str, Any] | None:
-    """The canary judge's latest verdict (``VerdictRecord``: at, decided, failed,
-    reason, canary and prod with requests, error_rate and p95_ms, last_decided); None
-    when the monitor recorded none (or it does not read)."""
+def verdict(r: redis.Redis) -> VerdictRecord | None:
+    """The canary judge's latest verdict; None when the monitor recorded none (or it
+    does not read)."""
     raw = r.get(MONITOR_CANARY_VERDICT)
-    entry = VerdictRecord.loads(None if raw is None else str(text(raw)))
+    return VerdictRecord.loads(None if raw is None else str(text(raw)))
+
+
+def read_verdict(r: redis.Redis) -> dict[str, Any] | None:
+    """The latest verdict as JSON-able values (``VerdictRecord``: at, decided, failed,
+    reason, canary and prod with requests, error_rate and p95_ms, commit, window_start,
+    last_decided)."""
+    entry = verdict(r)
     return None if entry is None else entry.model_dump()

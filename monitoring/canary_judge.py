@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cdpipe_host.haproxy import ServerStats
 from monitoring.config import CanaryJudge
@@ -119,20 +119,11 @@ def delta(now: Traffic, before: Traffic | None) -> Traffic:
     return d
 
 
-@dataclass
-class Side:
-    """One side's numbers over the judged window: requests, 5xx rate, p95 latency (None
-    when no request was timed, or beyond the largest histogram bucket)."""
-
-    requests: float = 0.0
-    error_rate: float = 0.0
-    p95_ms: float | None = None
-
-    @classmethod
-    def of(cls, traffic: Traffic) -> Side:
-        p95 = traffic.p95_ms() if traffic.buckets.get(math.inf, 0.0) > 0 else None
-        return cls(traffic.requests, traffic.error_rate(),
-                   p95 if p95 is not None and math.isfinite(p95) else None)
+def side_of(traffic: Traffic) -> SideRecord:
+    """One side's numbers over the judged window (p95 None when no request was timed)."""
+    timed = traffic.buckets.get(math.inf, 0.0) > 0
+    return SideRecord(requests=traffic.requests, error_rate=traffic.error_rate(),
+                      p95_ms=traffic.p95_ms() if timed else None)
 
 
 @dataclass
@@ -140,8 +131,8 @@ class Verdict:
     decided: bool
     failed: bool
     reason: str
-    canary: Side = field(default_factory=Side)
-    prod: Side = field(default_factory=Side)
+    canary: SideRecord = field(default_factory=SideRecord)
+    prod: SideRecord = field(default_factory=SideRecord)
     commit: str = ""  # the canary's release judged ("" when it did not say)
     window_start: float | None = None  # when the window began (epoch seconds)
 
@@ -149,8 +140,7 @@ class Verdict:
         """The verdict as ``monitor:canary:verdict`` holds it."""
         return VerdictRecord(at=at, decided=self.decided, failed=self.failed,
                              reason=self.reason,
-                             canary=SideRecord.model_validate(asdict(self.canary)),
-                             prod=SideRecord.model_validate(asdict(self.prod)),
+                             canary=self.canary, prod=self.prod,
                              commit=self.commit, window_start=self.window_start)
 
 
@@ -216,7 +206,7 @@ class Judge:
                 side[role].add(traffic)
         canary, prod = side["canary"], side["prod"]
         cfg = self.cfg
-        numbers = Side.of(canary), Side.of(prod)
+        numbers = side_of(canary), side_of(prod)
 
         def said(decided: bool, failed: bool, reason: str) -> Verdict:
             return Verdict(decided, failed, reason, *numbers, self.commit or "",

@@ -115,7 +115,8 @@ class ScaleStreak(Record):
 
 
 class SideRecord(Record):
-    """One side's numbers over the judged window."""
+    """One side's numbers over the judged window: requests, 5xx rate, p95 latency (None
+    when no request was timed)."""
 
     requests: float = 0.0
     error_rate: float = 0.0

@@ -198,16 +198,18 @@ def test_the_monitor_records_each_verdict(server: AclRedis) -> None:
 def test_a_new_window_keeps_the_last_decided_verdict_in_view(server: AclRedis) -> None:
     """After a failed verdict the judge starts again ("no verdict yet"): the record
     still says why the canary was taken out."""
-    from monitoring.canary_judge import Side, Verdict
+    from monitoring.canary_judge import Verdict
     from monitoring.config import MonitorConfig
     from monitoring.monitor import Monitor
+    from monitoring.records import SideRecord
 
     cfg = MonitorConfig.model_validate({
         "redis_url": server.url("monitor"), "targets": [], "discover_roles": [],
         "rules": [], "canary": {"enabled": True}})
     monitor = Monitor(cfg)
     failed = Verdict(True, True, "canary 5xx rate 40.0% vs prod 0.0%",
-                     Side(50, 0.4, 12.0), Side(100, 0.0, 10.0))
+                     SideRecord(requests=50, error_rate=0.4, p95_ms=12.0),
+                     SideRecord(requests=100, error_rate=0.0, p95_ms=10.0))
     monitor.record_verdict(failed)
     monitor.record_verdict(Verdict(False, False, "no verdict yet"))
     verdict = records.read_verdict(server.client("operator"))
